@@ -1,0 +1,9 @@
+"""Container images the components run in on a cluster (ignored by kfp.local).
+
+Built from `docker/Dockerfile` (CPU: data, features, evaluation, serving) and
+`docker/Dockerfile.train` (CUDA base image: training). Override at compile time with the
+HM3_IMAGE / HM3_TRAIN_IMAGE environment variables read by `pipelines.compile`.
+"""
+
+HM3_IMAGE = "ghcr.io/hm3/hm3:0.1.0"
+HM3_TRAIN_IMAGE = "ghcr.io/hm3/hm3-train:0.1.0"
