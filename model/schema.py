@@ -161,3 +161,19 @@ def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
             pa.types.is_dictionary(got) and pa.types.is_string(got.value_type)
         )
     return False
+
+# Feature kinds travel with the data: the feature table written by retrieval carries a JSON map
+# {feature_name: kind} in its Arrow schema metadata under this key, built from the Feast
+# FeatureService (the one place feature lists are written). The trainer reads it from there.
+FEATURE_KINDS_KEY = b"hm3.feature_kinds"
+KIND_ID = "id"  # high-cardinality ids, hashed into buckets
+KIND_CATEGORICAL = "categorical"  # small vocabularies
+KIND_DENSE = "dense"  # numeric, normalized with training-split statistics
+
+# Request-time context of an impression (not from Feast): known by the caller at serving time.
+KEY_FEATURES: dict[str, str] = {"user_id": KIND_ID, "item_id": KIND_ID}
+CONTEXT_FEATURES: dict[str, str] = {
+    "position": KIND_CATEGORICAL,
+    "scene": KIND_CATEGORICAL,
+    "device": KIND_CATEGORICAL,
+}
