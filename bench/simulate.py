@@ -50,8 +50,11 @@ def main() -> None:
         r = run(n)
         wall = time.perf_counter() - t0
         table.add_row(
-            f"{n:,}", f"{r['events']:,}", f"{r['seconds']:.1f} (wall {wall:.1f})",
-            f"{n / r['seconds']:,.0f}", f"{r['peak_rss_gib']:.2f}",
+            f"{n:,}",
+            f"{r['events']:,}",
+            f"{r['seconds']:.1f} (wall {wall:.1f})",
+            f"{n / r['seconds']:,.0f}",
+            f"{r['peak_rss_gib']:.2f}",
         )
     Console().print(table)
 

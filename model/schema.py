@@ -1,4 +1,4 @@
-"""Table contracts shared by the simulator, the label builder, Feast and serving.
+r"""Table contracts shared by the simulator, the label builder, Feast and serving.
 
 Every raw table the pipeline reads or writes is described here once, as an Arrow schema. Readers
 validate against these schemas at the edge (see `validate_columns`) so that a missing or
@@ -7,7 +7,7 @@ mistyped column fails with the file, the column and the expected type named.
 The behavior graph (see docs in README and `../shared/docs/hm3.md`)::
 
     impression --> click --> D-Micro --> D-Macro --> purchase
-                       \\--> O-Micro --/    \\--> O-Macro --/
+                       \--> O-Micro --/    \--> O-Macro --/
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ EVENT_MICRO = "micro"
 EVENT_CART = "cart"
 EVENT_FAVORITE = "favorite"
 EVENT_PURCHASE = "purchase"
-EVENT_TYPES: tuple[str, ...] = (EVENT_CLICK, EVENT_MICRO, EVENT_CART, EVENT_FAVORITE, EVENT_PURCHASE)
+EVENT_TYPES: tuple[str, ...] = (
+    EVENT_CLICK,
+    EVENT_MICRO,
+    EVENT_CART,
+    EVENT_FAVORITE,
+    EVENT_PURCHASE,
+)
 
 # Item-page components a micro event names. The first five are the paper's purchase-related
 # components (D-Micro by default); the rest are other page interactions (O-Micro).
@@ -157,10 +163,13 @@ def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
     if pa.types.is_timestamp(want):
         return pa.types.is_timestamp(got)
     if pa.types.is_string(want):
-        return pa.types.is_string(got) or pa.types.is_large_string(got) or (
-            pa.types.is_dictionary(got) and pa.types.is_string(got.value_type)
+        return (
+            pa.types.is_string(got)
+            or pa.types.is_large_string(got)
+            or (pa.types.is_dictionary(got) and pa.types.is_string(got.value_type))
         )
     return False
+
 
 # Feature kinds travel with the data: the feature table written by retrieval carries a JSON map
 # {feature_name: kind} in its Arrow schema metadata under this key, built from the Feast

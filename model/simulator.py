@@ -249,8 +249,13 @@ def _simulate_chunk(
     price_ratio = np.log(pop.item_price[item, day] / pop.user_spend[user])
 
     logit_click = (
-        CLICK_INTERCEPT + a_int + pop.user_bias[user] + pop.user_drift[user, day]
-        + 0.3 * quality - 0.03 * (position - 1) + scene_effect
+        CLICK_INTERCEPT
+        + a_int
+        + pop.user_bias[user]
+        + pop.user_drift[user, day]
+        + 0.3 * quality
+        - 0.03 * (position - 1)
+        + scene_effect
     )
     p_click = _sigmoid(logit_click)
     p_micro = _sigmoid(MICRO_INTERCEPT + 0.9 * a_buy + 0.4 * quality + 0.2 * a_int)
@@ -258,7 +263,10 @@ def _simulate_chunk(
     p_macro = [_sigmoid(logit_macro + cfg.micro_signal * m) for m in (0, 1)]
     logit_buy = BUY_INTERCEPT + a_buy + pop.user_buy_bias[user] - 0.6 * price_ratio + 0.4 * quality
     p_buy = [
-        [_sigmoid(logit_buy + cfg.macro_signal * mac + 0.5 * cfg.micro_signal * mic) for mac in (0, 1)]
+        [
+            _sigmoid(logit_buy + cfg.macro_signal * mac + 0.5 * cfg.micro_signal * mic)
+            for mac in (0, 1)
+        ]
         for mic in (0, 1)
     ]
     p_macro_given_click = (1 - p_micro) * p_macro[0] + p_micro * p_macro[1]
@@ -335,7 +343,9 @@ def _event_logs(
     no_component = -1
 
     clicked = np.flatnonzero(click)
-    click_ts = ts[clicked] + SECOND_US + rng.exponential(20.0, len(clicked)).astype(np.int64) * SECOND_US
+    click_ts = (
+        ts[clicked] + SECOND_US + rng.exponential(20.0, len(clicked)).astype(np.int64) * SECOND_US
+    )
     click_ts_full = np.zeros(n, dtype=np.int64)
     click_ts_full[clicked] = click_ts
     logged = rng.random(len(clicked)) >= noise.dropped_click_rate
@@ -356,9 +366,10 @@ def _event_logs(
     # Macro after micro: cart and/or favorite 10-40 minutes after the click.
     macro_who = np.flatnonzero(d_macro)
     macro_ts = np.zeros(n, dtype=np.int64)
-    macro_ts[macro_who] = click_ts_full[macro_who] + (
-        600 + rng.exponential(900.0, len(macro_who)).astype(np.int64)
-    ) * SECOND_US
+    macro_ts[macro_who] = (
+        click_ts_full[macro_who]
+        + (600 + rng.exponential(900.0, len(macro_who)).astype(np.int64)) * SECOND_US
+    )
     cart = rng.random(len(macro_who)) < 0.7
     favorite = ~cart | (rng.random(len(macro_who)) < 0.3)
     rows.append((macro_who[cart], macro_ts[macro_who[cart]], type_code["cart"], no_component))
@@ -408,7 +419,9 @@ def _event_logs(
     return events, noisy
 
 
-def _with_event_ids(events: pa.Table, first: int, rng: np.random.Generator, rate: float) -> pa.Table:
+def _with_event_ids(
+    events: pa.Table, first: int, rng: np.random.Generator, rate: float
+) -> pa.Table:
     """Assign event ids, then log a few events twice (same id, as a retried upload would)."""
     events = events.add_column(0, "event_id", _ids("ev", first, events.num_rows, width=11))
     dup = np.flatnonzero(rng.random(events.num_rows) < rate)
@@ -419,7 +432,9 @@ def _with_event_ids(events: pa.Table, first: int, rng: np.random.Generator, rate
     return events.cast(schema.EVENTS)
 
 
-def _feature_tables(cfg: WorldConfig, pop: _Population, rng: np.random.Generator) -> tuple[pa.Table, pa.Table]:
+def _feature_tables(
+    cfg: WorldConfig, pop: _Population, rng: np.random.Generator
+) -> tuple[pa.Table, pa.Table]:
     """Daily snapshots (00:00 UTC) of user and item features as known at that time."""
     n_users, n_items, n_days = cfg.users, cfg.items, cfg.days
     days = np.arange(n_days)
@@ -437,7 +452,8 @@ def _feature_tables(cfg: WorldConfig, pop: _Population, rng: np.random.Generator
     spend = (pop.user_spend[:, None] * rng.lognormal(0.0, 0.05, (n_users, n_days))).round(2)
     activity = pop.user_static["activity"]
     active_days = np.clip(
-        np.round(30 * activity / (activity + 1.0))[:, None] + rng.integers(-2, 3, (n_users, n_days)),
+        np.round(30 * activity / (activity + 1.0))[:, None]
+        + rng.integers(-2, 3, (n_users, n_days)),
         1,
         30,
     )
@@ -457,10 +473,12 @@ def _feature_tables(cfg: WorldConfig, pop: _Population, rng: np.random.Generator
     )
 
     item_ctr = noisy_rate(
-        _sigmoid(CLICK_INTERCEPT + 0.5 + 0.3 * pop.item_quality[:, None] + np.zeros((1, n_days))), 0.15
+        _sigmoid(CLICK_INTERCEPT + 0.5 + 0.3 * pop.item_quality[:, None] + np.zeros((1, n_days))),
+        0.15,
     )
     item_cvr = noisy_rate(
-        _sigmoid(BUY_INTERCEPT + 2.0 + 0.4 * pop.item_quality[:, None] + np.zeros((1, n_days))), 0.25
+        _sigmoid(BUY_INTERCEPT + 2.0 + 0.4 * pop.item_quality[:, None] + np.zeros((1, n_days))),
+        0.25,
     )
     popularity = np.diff(pop.item_weight_cdf, prepend=0.0)
     sales = rng.poisson(popularity[:, None] * cfg.impressions * 0.002 + np.zeros((1, n_days)))

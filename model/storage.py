@@ -168,7 +168,9 @@ def verify_dir(local_dir: str | os.PathLike[str]) -> None:
     root = _local(local_dir)
     manifest = root / MANIFEST
     if not manifest.exists():
-        raise ArtifactError(f"{root}: no {MANIFEST}; the artifact is incomplete or was never sealed")
+        raise ArtifactError(
+            f"{root}: no {MANIFEST}; the artifact is incomplete or was never sealed"
+        )
     try:
         files = json.loads(manifest.read_text())["files"]
     except (ValueError, KeyError) as err:

@@ -45,7 +45,9 @@ def _fail(message: str) -> typer.Exit:
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option(help="Output folder for the Parquet tables and world.json.")],
-    impressions: Annotated[int, typer.Option(help="Number of impressions to generate.")] = 1_000_000,
+    impressions: Annotated[
+        int, typer.Option(help="Number of impressions to generate.")
+    ] = 1_000_000,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
     users: Annotated[int, typer.Option(help="Number of users.")] = 50_000,
     items: Annotated[int, typer.Option(help="Number of items.")] = 10_000,
@@ -65,7 +67,8 @@ def simulate(
     users.parquet and items.parquet (daily feature snapshots for Feast), truth.parquet (the
     true probabilities and sampled outcomes per impression) and world.json (all parameters).
     """
-    from model.simulator import WorldConfig, simulate as run_simulation
+    from model.simulator import WorldConfig
+    from model.simulator import simulate as run_simulation
 
     try:
         cfg = WorldConfig(

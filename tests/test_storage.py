@@ -64,7 +64,9 @@ def test_truncated_file_is_detected(tmp_path: Path) -> None:
     storage.seal_dir(src)
     data = (src / "weights.bin").read_bytes()
     (src / "weights.bin").write_bytes(data[: len(data) // 2])
-    with pytest.raises(storage.ArtifactError, match="weights.bin has 12800 bytes, manifest says 25600"):
+    with pytest.raises(
+        storage.ArtifactError, match="weights.bin has 12800 bytes, manifest says 25600"
+    ):
         storage.verify_dir(src)
 
 

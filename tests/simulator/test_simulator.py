@@ -132,7 +132,11 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
         names = [f"{n}.parquet" for n in FILES] + ["world.json"]
         return {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in names}
 
-    first, again, other = digest(tmp_path / "a", 3), digest(tmp_path / "b", 3), digest(tmp_path / "c", 4)
+    first, again, other = (
+        digest(tmp_path / "a", 3),
+        digest(tmp_path / "b", 3),
+        digest(tmp_path / "c", 4),
+    )
     assert first == again
     assert all(first[n] != other[n] for n in first if n != "world.json") and first != other
 
@@ -186,8 +190,20 @@ def test_cli_simulate(tmp_path: Path) -> None:
     assert "--micro-signal" in help_text and "truth.parquet" in help_text
     result = runner.invoke(
         app,
-        ["simulate", "--out", str(tmp_path), "--impressions", "20000", "--seed", "1",
-         "--users", "1000", "--items", "300", "--no-progress"],
+        [
+            "simulate",
+            "--out",
+            str(tmp_path),
+            "--impressions",
+            "20000",
+            "--seed",
+            "1",
+            "--users",
+            "1000",
+            "--items",
+            "300",
+            "--no-progress",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["rates"]["ctr"] > 0
