@@ -1,0 +1,60 @@
+"""Copy a user's raw logs into a pipeline run, validating each table against its contract."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pyarrow.dataset as ds
+
+from model import schema, storage
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("impressions", "events", "users", "items")
+
+
+def _sources(source_uri: str, name: str) -> list[str]:
+    """The Parquet file `<name>.parquet`, or every Parquet file under the folder `<name>/`."""
+    single = storage.join(source_uri, f"{name}.parquet")
+    if storage.exists(single):
+        return [single]
+    return [u for u in storage.list_files(storage.join(source_uri, name)) if u.endswith(".parquet")]
+
+
+def ingest_logs(source_uri: str, out_dir: str | Path) -> dict[str, int]:
+    """Copy impressions, events, users, items (and truth, if present) into `out_dir`.
+
+    Partitioned tables (one file per day) are copied as folders of the same name.
+
+    Returns:
+        Rows per table.
+
+    Raises:
+        FileNotFoundError: A required table is missing.
+        schema.SchemaError: A table lacks a column or has it with the wrong type.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    for name in (*REQUIRED, "truth"):
+        uris = _sources(source_uri, name)
+        if not uris:
+            if name == "truth":
+                continue
+            raise FileNotFoundError(
+                f"{source_uri}: no {name}.parquet and no {name}/ folder of Parquet files"
+            )
+        single = len(uris) == 1 and uris[0].endswith(f"{name}.parquet")
+        targets = []
+        for uri in uris:
+            rel = Path(uri).name if single else Path(name, Path(uri).name)
+            target = out / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(storage.read_bytes(uri))
+            targets.append(str(target))
+        dataset = ds.dataset(targets, format="parquet")
+        schema.validate_columns(dataset.schema, schema.TABLES[name], source=f"{source_uri}:{name}")
+        counts[name] = dataset.count_rows()
+        log.info("ingested %s: %d rows from %d file(s)", name, counts[name], len(uris))
+    return counts
