@@ -87,6 +87,90 @@ def simulate(
     typer.echo(json.dumps({"out": str(out), "events": summary.events, "rates": rates}))
 
 
+# --- pipeline: run, compile, submit, bench ------------------------------------------------------
+
+
+@app.command()
+def compile(  # noqa: A001 - the subcommand is called compile
+    out: Annotated[Path, typer.Option(help="Where to write the pipeline IR YAML.")] = Path(
+        "hm3_pipeline.yaml"
+    ),
+    use_gpu: Annotated[
+        bool, typer.Option(help="Request one nvidia.com/gpu for each training task.")
+    ] = False,
+    gpus: Annotated[int, typer.Option(help="GPUs per training task when --use-gpu.")] = 1,
+) -> None:
+    """Compile the pipeline to Kubeflow Pipelines IR YAML (the package `hm3 submit` sends).
+
+    Component images default to the ones in components/images.py; set HM3_IMAGE and
+    HM3_TRAIN_IMAGE to point at your registry before compiling.
+    """
+    from pipelines.compile import compile_pipeline
+
+    path = compile_pipeline(out, use_gpu=use_gpu, gpus=gpus)
+    typer.echo(str(path))
+
+
+@app.command()
+def submit(
+    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. https://kfp.example.com.")],
+    package: Annotated[
+        Path, typer.Option(help="Compiled IR YAML; compiled now when it does not exist.")
+    ] = Path("hm3_pipeline.yaml"),
+    experiment: Annotated[str, typer.Option(help="KFP experiment name.")] = "hm3",
+    run_name: Annotated[str | None, typer.Option(help="Run name (default: timestamped).")] = None,
+    pipeline_root: Annotated[
+        str | None, typer.Option(help="gs://bucket/prefix for the run's artifacts.")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Pipeline parameter NAME=VALUE (JSON values allowed); repeatable."),
+    ] = None,
+) -> None:
+    """Submit the compiled pipeline to a Kubeflow Pipelines cluster with kfp.Client."""
+    from pipelines.submit import parse_params, submit_run
+
+    if not package.exists():
+        from pipelines.compile import compile_pipeline
+
+        compile_pipeline(package)
+    try:
+        arguments = parse_params(param or [])
+    except ValueError as err:
+        raise _fail(str(err)) from err
+    url = submit_run(
+        host,
+        package,
+        experiment=experiment,
+        run_name=run_name,
+        pipeline_root=pipeline_root,
+        arguments=arguments,
+    )
+    typer.echo(url)
+
+
+@app.command()
+def bench(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Benchmarks to run (default: all): names of scripts in bench/."),
+    ] = None,
+) -> None:
+    """Run benchmark scripts from bench/, each printing ours next to its peer in one table."""
+    import subprocess
+    import sys
+
+    folder = Path(__file__).resolve().parents[1] / "bench"
+    available = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+    chosen = names or available
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise _fail(f"unknown benchmark(s) {unknown}; available: {available}")
+    for name in chosen:
+        console.rule(f"bench/{name}.py")
+        subprocess.run([sys.executable, str(folder / f"{name}.py")], check=True)
+
+
 def main() -> None:
     """Console entry point."""
     app()
