@@ -1,0 +1,65 @@
+"""On-demand feature views: computed from other features at request time, online and offline.
+
+The same pandas function runs inside `get_historical_features` (training) and
+`get_online_features` (serving), so the two cannot drift.
+
+Feast 0.67 keeps neither tags nor descriptions of an on-demand view's output Fields: its registry
+reads them back bare (`OnDemandFeatureView._parse_features_from_proto`), and `==` on Fields then
+fails wherever Feast compares them (feast-dev/feast#3617). So output Fields are declared with
+`feature()` like all others, registered bare, and their tags travel on the view as
+`<feature>.<tag>` (`field_tags_on_view`), where `model.features` reads them.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pandas as pd
+from feast import FeatureView, OnDemandFeatureView
+from feast.types import Float64
+
+from feature_repo.entities import OWNER
+from feature_repo.feature_views import feature, field_tags_on_view, untagged
+from model.schema import KIND_DENSE
+
+PRICE_TO_USER_SPEND_SCHEMA = [
+    feature(
+        "price_to_user_spend",
+        Float64,
+        KIND_DENSE,
+        1.0,
+        "Item price over the user's average order value; 1 (a typical price for this user) when "
+        "either is unknown or the spend is not positive.",
+    )
+]
+
+
+def price_to_user_spend(inputs: pd.DataFrame) -> pd.DataFrame:
+    """Ratio price / user_avg_spend, NaN where either is missing or the spend is not positive.
+
+    NaN rather than a default here: the retrieval layer fills every missing value from the
+    Field's `default` tag and counts it, one rule for all features.
+    """
+    # Online reads hand over object columns holding None; coerce them to floats with NaN.
+    price = pd.to_numeric(inputs["price"], errors="coerce").astype("float64")
+    spend = pd.to_numeric(inputs["user_avg_spend"], errors="coerce").astype("float64")
+    ratio = price / spend.where(spend > 0)
+    return pd.DataFrame({"price_to_user_spend": ratio.replace([np.inf, -np.inf], np.nan)})
+
+
+def price_to_user_spend_view(
+    user_features: FeatureView, item_features: FeatureView
+) -> OnDemandFeatureView:
+    """The price-to-spend ratio over the given user and item feature views."""
+    return OnDemandFeatureView(
+        name="price_to_user_spend",
+        sources=[user_features[["user_avg_spend"]], item_features[["price"]]],
+        schema=[untagged(f) for f in PRICE_TO_USER_SPEND_SCHEMA],
+        tags=field_tags_on_view(PRICE_TO_USER_SPEND_SCHEMA),
+        udf=price_to_user_spend,
+        udf_string=inspect.getsource(price_to_user_spend),
+        mode="pandas",
+        description="How expensive the item is for this user: price / user_avg_spend.",
+        owner=OWNER,
+    )

@@ -1,0 +1,695 @@
+"""Feast feature store operations: apply, materialize, point-in-time and online retrieval.
+
+The feature list, each feature's kind and its default all come from the Feast definitions in
+`feature_repo/` (Field tags `kind` and `default`), looked up through a `FeatureService`; this
+module never names a feature.
+
+A pipeline run gets its own Feast repo folder (`write_repo_config`): a `feature_store.yaml`
+whose registry and SQLite online store live in that folder (or whose online store is a Redis
+server), and `apply` registers the definitions over the users/items tables that run generated.
+
+Missing values: a feature is missing when no snapshot of its entity lies within the view's ttl
+before the impression, when the entity was never seen, or when the source table holds a null.
+Every missing value is replaced by the Field's documented `default` tag and counted per feature
+(`RetrievalReport.filled`, `OnlineFeatures.missing`); nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from model import schema, storage
+
+if TYPE_CHECKING:
+    from feast import FeatureService, FeatureStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SERVICE = "hm3_v1"
+TIMESTAMP_COLUMN = "event_timestamp"  # the entity dataframe's timestamp, as Feast names it
+FEATURES_FILE = "features.parquet"
+REPORT_FILE = "report.json"
+DEFAULTS_KEY = b"hm3.feature_defaults"
+SERVICE_KEY = b"hm3.feature_service"
+ONLINE_STORES = ("sqlite", "redis")
+OFFLINE_STORES = ("file", "duckdb")
+# Feast's file store can miss the last row when the end equals it (feast-dev/feast#5228).
+MATERIALIZE_MARGIN = timedelta(seconds=1)
+_ROW = "_hm3_row"  # carries each entity row's position through Feast, which may reorder rows
+_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
+
+
+class FeatureReferenceError(ValueError):
+    """A feature service or feature reference is not in the registry."""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where a run's Feast repo lives and which stores it uses.
+
+    Attributes:
+        repo_dir: Local folder for feature_store.yaml, the registry and the SQLite online store.
+        online_store: `sqlite` (a file in repo_dir) or `redis`.
+        redis: Redis `host:port` (only with online_store="redis").
+        offline_store: `file` (Feast's Parquet/dask store) or `duckdb` (Parquet through DuckDB).
+        project: Feast project name.
+    """
+
+    repo_dir: str
+    online_store: str = "sqlite"
+    redis: str = "127.0.0.1:6379"
+    offline_store: str = "file"
+    project: str = "hm3"
+
+    def __post_init__(self) -> None:
+        if not self.repo_dir:
+            raise ValueError(f"repo_dir must be a folder, got {self.repo_dir!r}")
+        if self.online_store not in ONLINE_STORES:
+            raise ValueError(
+                f"online_store must be one of {ONLINE_STORES}, got {self.online_store!r}"
+            )
+        if self.offline_store not in OFFLINE_STORES:
+            raise ValueError(
+                f"offline_store must be one of {OFFLINE_STORES}, got {self.offline_store!r}"
+            )
+        host, _, port = self.redis.partition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"redis must be host:port, got {self.redis!r}")
+        if not _PROJECT_RE.match(self.project):
+            raise ValueError(f"project must be alphanumeric with underscores, got {self.project!r}")
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One feature of a service, as its Feast Field declares it."""
+
+    name: str
+    view: str
+    dtype: str  # "int64" or "float64"
+    kind: str  # schema.KIND_CATEGORICAL or schema.KIND_DENSE
+    default: int | float
+    description: str
+
+
+@dataclass(frozen=True)
+class TableCheck:
+    """What `check_feature_table` found in one users/items table."""
+
+    source: str
+    rows: int
+    nulls: dict[str, int]
+
+
+@dataclass(frozen=True)
+class RetrievalReport:
+    """What a historical retrieval wrote."""
+
+    out: str
+    service: str
+    rows: int
+    features: list[str]
+    filled: dict[str, int]  # missing values replaced by the default, per feature
+    seconds: float
+
+    @property
+    def filled_total(self) -> int:
+        """Missing values replaced by defaults, all features together."""
+        return sum(self.filled.values())
+
+
+@dataclass(frozen=True)
+class OnlineFeatures:
+    """Online feature values for a batch of entity rows.
+
+    Attributes:
+        values: Feature name -> one value per requested row, defaults filled in.
+        missing: Feature name -> indices of the rows whose value was missing (default used);
+            only features with at least one missing value appear.
+    """
+
+    values: dict[str, list[Any]]
+    missing: dict[str, list[int]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Repo configuration and registration
+
+
+def write_repo_config(cfg: StoreConfig) -> Path:
+    """Write `feature_store.yaml` for a run's own repo folder and return the folder.
+
+    Registry and SQLite online store are files in `cfg.repo_dir`; data locations are not part of
+    the config (they live in the registered data sources, see `apply`).
+    """
+    repo = Path(cfg.repo_dir).absolute()
+    repo.mkdir(parents=True, exist_ok=True)
+    if cfg.online_store == "sqlite":
+        online = f"    type: sqlite\n    path: {repo / 'online_store.db'}\n"
+    else:
+        online = f'    type: redis\n    connection_string: "{cfg.redis}"\n'
+    text = (
+        "# Written by model.features.write_repo_config for one pipeline run.\n"
+        f"project: {cfg.project}\n"
+        "provider: local\n"
+        f"registry:\n    path: {repo / 'registry.db'}\n    cache_ttl_seconds: 60\n"
+        f"offline_store:\n    type: {cfg.offline_store}\n"
+        f"online_store:\n{online}"
+        "entity_key_serialization_version: 3\n"
+        "auth:\n    type: no_auth\n"
+    )
+    storage.write_text_atomic(repo / "feature_store.yaml", text)
+    return repo
+
+
+def open_store(config: str | Path) -> FeatureStore:
+    """Open a Feast store from a repo folder or a feature_store.yaml file.
+
+    Raises:
+        FileNotFoundError: If there is no feature_store.yaml there.
+    """
+    from feast import FeatureStore
+
+    path = Path(config)
+    yaml_file = path / "feature_store.yaml" if path.is_dir() else path
+    if not yaml_file.is_file():
+        raise FileNotFoundError(f"no feature_store.yaml at {path}")
+    return FeatureStore(repo_path=str(yaml_file.parent), fs_yaml_file=yaml_file)
+
+
+def check_feature_table(location: str, expected: pa.Schema, keys: Sequence[str]) -> TableCheck:
+    """Validate a users/items table before Feast reads it.
+
+    Args:
+        location: Parquet path or gs:// URI (bq:// tables are checked by BigQuery).
+        expected: The contract, `schema.USERS` or `schema.ITEMS`.
+        keys: Columns that must never be null (the join key and the timestamp).
+
+    Returns:
+        Row count and null count per feature column (nulls there are allowed: retrieval fills
+        them with the Field's default and counts them).
+
+    Raises:
+        schema.SchemaError: A column is missing or mistyped (names the column).
+        ValueError: A key column holds nulls (names the column and the first bad row).
+    """
+    with storage.local_file(location) as path:
+        table = pq.read_table(path, columns=expected.names)
+    schema.validate_columns(table.schema, expected, location)
+    for key in keys:
+        nulls = table[key].null_count
+        if nulls:
+            first = pc.index(pc.is_null(table[key]), True).as_py()
+            raise ValueError(
+                f"{location}: column {key!r} has {nulls} null values (first at row {first}); "
+                "every snapshot needs its key and timestamp"
+            )
+    counts = {name: table[name].null_count for name in expected.names if name not in keys}
+    return TableCheck(source=location, rows=table.num_rows, nulls=counts)
+
+
+def apply(store: FeatureStore, users: str, items: str, validate: bool = True) -> list[TableCheck]:
+    """Register the repo's definitions in `store`, reading features from `users` and `items`.
+
+    Args:
+        store: An opened store (`open_store`).
+        users: Location of the users table (path, file://, gs:// or bq://project.dataset.table).
+        items: Location of the items table.
+        validate: Check Parquet tables against `schema.USERS` / `ITEMS` first.
+
+    Returns:
+        The table checks (empty for bq:// locations or validate=False).
+    """
+    from feature_repo.data_sources import BIGQUERY_SCHEME
+    from feature_repo.definitions import build
+
+    users, items = _absolute(users), _absolute(items)
+    checks = []
+    if validate:
+        for location, contract, key in (
+            (users, schema.USERS, "user_id"),
+            (items, schema.ITEMS, "item_id"),
+        ):
+            if location.startswith(BIGQUERY_SCHEME):
+                continue
+            check = check_feature_table(location, contract, [key, TIMESTAMP_COLUMN])
+            if any(check.nulls.values()):
+                log.warning(
+                    "%s: null feature values %s; retrieval fills them with defaults",
+                    location,
+                    {k: v for k, v in check.nulls.items() if v},
+                )
+            checks.append(check)
+    definitions = build(users, items)
+    store.apply(definitions.objects())
+    log.info(
+        "applied %d Feast objects (users=%s, items=%s)", len(definitions.objects()), users, items
+    )
+    return checks
+
+
+def _absolute(location: str) -> str:
+    """Local paths become absolute so the registry does not depend on the working directory."""
+    if "://" in location:
+        return location
+    return str(Path(location).absolute())
+
+
+# ---------------------------------------------------------------------------------------------
+# The feature contract: names, kinds and defaults from the Field tags
+
+
+def service_features(service: FeatureService, views: Mapping[str, Any]) -> list[FeatureInfo]:
+    """Every feature of a FeatureService, in service order, with kind and default from its tags.
+
+    Args:
+        service: The service (from the registry or from `feature_repo.definitions`).
+        views: View name -> FeatureView/OnDemandFeatureView; on-demand views carry their output
+            Fields' tags on the view (see `feature_repo/on_demand.py`).
+
+    Raises:
+        ValueError: A Field lacks a valid `kind` or `default` tag (names the view and field).
+    """
+    from feature_repo.feature_views import DEFAULT_TAG, KIND_TAG
+
+    out = []
+    for projection in service.feature_view_projections:
+        view = views.get(projection.name)
+        view_tags = dict(view.tags) if view is not None else {}
+        for f in projection.features:
+            tags = dict(f.tags)
+            for key in (KIND_TAG, DEFAULT_TAG):
+                tags.setdefault(key, view_tags.get(f"{f.name}.{key}"))
+            out.append(
+                _feature_info(projection.name_to_use(), f, tags[KIND_TAG], tags[DEFAULT_TAG])
+            )
+    names = [f.name for f in out]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        # full_feature_names=False needs unique names; a service must not repeat one.
+        raise ValueError(f"service {service.name}: feature names repeated: {duplicates}")
+    return out
+
+
+def _feature_info(view: str, f: Any, kind: str | None, raw: str | None) -> FeatureInfo:
+    from feast.types import Float32, Float64, Int32, Int64
+
+    ref = f"{view}:{f.name}"
+    if kind not in (schema.KIND_CATEGORICAL, schema.KIND_DENSE):
+        raise ValueError(f"feature {ref}: tag 'kind' must be categorical or dense, got {kind!r}")
+    if f.dtype in (Int64, Int32):
+        dtype, parse = "int64", int
+    elif f.dtype in (Float64, Float32):
+        dtype, parse = "float64", float
+    else:
+        raise ValueError(f"feature {ref}: dtype must be Int64 or Float64, got {f.dtype}")
+    try:
+        default = parse(raw)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"feature {ref}: tag 'default' must be a {dtype}, got {raw!r}") from err
+    return FeatureInfo(f.name, view, dtype, kind, default, f.description)
+
+
+def _registry_views(store: FeatureStore) -> dict[str, Any]:
+    views: dict[str, Any] = {v.name: v for v in store.list_feature_views()}
+    return views | {v.name: v for v in store.list_on_demand_feature_views()}
+
+
+def resolve_features(
+    store: FeatureStore, features: str | Sequence[str] = DEFAULT_SERVICE
+) -> list[FeatureInfo]:
+    """Look up a feature service by name, or a list of `view:feature` references.
+
+    Raises:
+        FeatureReferenceError: Naming the unknown service or reference and what exists.
+    """
+    from feast.errors import FeatureServiceNotFoundException
+
+    if isinstance(features, str):
+        try:
+            service = store.get_feature_service(features)
+        except FeatureServiceNotFoundException as err:
+            known = sorted(s.name for s in store.list_feature_services())
+            raise FeatureReferenceError(
+                f"unknown feature service {features!r}; registered: {known}"
+            ) from err
+        return service_features(service, _registry_views(store))
+    from feast import FeatureService
+
+    views = _registry_views(store)
+    chosen: dict[str, list[str]] = {}
+    for ref in features:
+        view, sep, name = ref.partition(":")
+        if not sep or view not in views:
+            raise FeatureReferenceError(
+                f"unknown feature reference {ref!r}: expected view:feature, "
+                f"view one of {sorted(views)}"
+            )
+        known = [f.name for f in views[view].features]
+        if name not in known:
+            raise FeatureReferenceError(
+                f"unknown feature reference {ref!r}: view {view!r} has {known}"
+            )
+        chosen.setdefault(view, []).append(name)
+    adhoc = FeatureService(name="adhoc", features=[views[v][names] for v, names in chosen.items()])
+    return service_features(adhoc, views)
+
+
+def feature_kinds(infos: Sequence[FeatureInfo]) -> dict[str, str]:
+    """{feature: kind}, the map stored in features.parquet under `schema.FEATURE_KINDS_KEY`."""
+    return {f.name: f.kind for f in infos}
+
+
+def feature_defaults(infos: Sequence[FeatureInfo]) -> dict[str, int | float]:
+    """{feature: default}, the values used for missing or null features."""
+    return {f.name: f.default for f in infos}
+
+
+def _feast_features(store: FeatureStore, features: str | Sequence[str]) -> Any:
+    """What Feast's retrieval calls take: the FeatureService object, or the reference list."""
+    return store.get_feature_service(features) if isinstance(features, str) else list(features)
+
+
+def fill_missing(frame: pd.DataFrame, infos: Sequence[FeatureInfo]) -> dict[str, int]:
+    """Replace missing values (None/NaN) by each feature's default, in place; count them.
+
+    Returns:
+        Feature name -> number of values filled.
+    """
+    filled = {}
+    for f in infos:
+        column = pd.to_numeric(frame[f.name], errors="coerce") if f.name in frame else None
+        if column is None:
+            column = pd.Series(np.nan, index=frame.index)
+        missing = column.isna()
+        filled[f.name] = int(missing.sum())
+        frame[f.name] = column.where(~missing, f.default).astype(f.dtype)
+    return filled
+
+
+# ---------------------------------------------------------------------------------------------
+# Historical (point-in-time) retrieval
+
+
+def validate_entity_frame(entities: pd.DataFrame, join_keys: Sequence[str]) -> None:
+    """Check an entity dataframe before Feast sees it.
+
+    Raises:
+        ValueError: A join key or `event_timestamp` is missing, `event_timestamp` is not a
+            timestamp, or a key/timestamp is null (names the column and the first bad row).
+    """
+    for column in (*join_keys, TIMESTAMP_COLUMN):
+        if column not in entities.columns:
+            raise ValueError(
+                f"entity dataframe: missing column {column!r} (have {list(entities.columns)})"
+            )
+    ts = entities[TIMESTAMP_COLUMN]
+    if not pd.api.types.is_datetime64_any_dtype(ts):
+        raise ValueError(
+            f"entity dataframe: column {TIMESTAMP_COLUMN!r} must be a timestamp, got {ts.dtype}"
+        )
+    for column in (*join_keys, TIMESTAMP_COLUMN):
+        nulls = entities[column].isna()
+        if nulls.any():
+            first = entities.index[nulls.to_numpy()][0]
+            raise ValueError(
+                f"entity dataframe: column {column!r} has {int(nulls.sum())} nulls "
+                f"(first at row {first})"
+            )
+    for key in join_keys:
+        if not pd.api.types.is_integer_dtype(entities[key]):
+            raise ValueError(
+                f"entity dataframe: column {key!r} must be int64, got {entities[key].dtype}"
+            )
+
+
+def historical_features(
+    store: FeatureStore,
+    entities: pd.DataFrame,
+    features: str | Sequence[str] = DEFAULT_SERVICE,
+) -> tuple[pd.DataFrame, list[FeatureInfo], dict[str, int]]:
+    """Point-in-time correct features for each entity row, defaults filled in.
+
+    For each row and feature view, Feast takes the latest snapshot with
+    `row.event_timestamp - ttl <= snapshot.event_timestamp <= row.event_timestamp`; a later
+    snapshot never leaks in.
+
+    Args:
+        store: An applied store.
+        entities: Join key columns, `event_timestamp` (UTC timestamps) and any pass-through
+            columns (e.g. impression_id).
+        features: A feature service name or `view:feature` references.
+
+    Returns:
+        (frame in the input row order with the input columns plus one column per feature,
+        the features, filled counts per feature).
+    """
+    infos = resolve_features(store, features)
+    join_keys = _join_keys(store, infos)
+    validate_entity_frame(entities, join_keys)
+    frame = entities.copy()
+    frame[TIMESTAMP_COLUMN] = _as_utc(frame[TIMESTAMP_COLUMN])
+    frame[_ROW] = np.arange(len(frame), dtype=np.int64)
+    job = store.get_historical_features(
+        entity_df=frame, features=_feast_features(store, features), full_feature_names=False
+    )
+    result = job.to_df()
+    if len(result) != len(frame):
+        raise RuntimeError(
+            f"Feast returned {len(result)} rows for {len(frame)} entity rows; duplicate "
+            "snapshots for one entity and timestamp in the feature tables?"
+        )
+    result = result.sort_values(_ROW, kind="stable").drop(columns=_ROW).reset_index(drop=True)
+    filled = fill_missing(result, infos)
+    ordered = [c for c in entities.columns] + [f.name for f in infos]
+    return result[ordered], infos, filled
+
+
+def _join_keys(store: FeatureStore, infos: Sequence[FeatureInfo]) -> list[str]:
+    views = {v.name: v for v in store.list_feature_views()}
+    keys: list[str] = []
+    for view in dict.fromkeys(f.view for f in infos):
+        if view in views:
+            for column in views[view].entity_columns:
+                if column.name not in keys:
+                    keys.append(column.name)
+    if not keys:  # only on-demand features: they still read the batch views they depend on
+        keys = ["user_id", "item_id"]
+    return keys
+
+
+def _as_utc(ts: pd.Series) -> pd.Series:
+    return ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+
+
+def retrieve_historical(
+    store: FeatureStore,
+    impressions: str,
+    out_path: str,
+    features: str | Sequence[str] = DEFAULT_SERVICE,
+) -> RetrievalReport:
+    """Write features.parquet: `impression_id` + every feature, one row per impression.
+
+    The impressions are the entity dataframe (their `ts` is the point in time). The Arrow schema
+    metadata carries `schema.FEATURE_KINDS_KEY` -> {feature: kind}, the defaults and the service.
+
+    Args:
+        store: An applied store.
+        impressions: impressions.parquet path or gs:// URI (`schema.IMPRESSIONS`).
+        out_path: Output Parquet path (local or gs://).
+        features: A feature service name or `view:feature` references.
+
+    Raises:
+        schema.SchemaError: The impressions lack a column or have it mistyped.
+        ValueError: Null keys/timestamps or duplicate impression ids (named with the row).
+    """
+    start = time.perf_counter()
+    needed = ["impression_id", "user_id", "item_id", "ts"]
+    with storage.local_file(impressions) as path:
+        table = pq.read_table(path, columns=needed)
+    schema.validate_columns(table.schema, schema.IMPRESSIONS, impressions, needed)
+    ids = table["impression_id"]
+    if ids.null_count:
+        raise ValueError(f"{impressions}: column 'impression_id' has {ids.null_count} nulls")
+    if pc.count_distinct(ids).as_py() != len(ids):
+        counts = pc.value_counts(ids)
+        dup = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+        raise ValueError(f"{impressions}: duplicate impression_id values, e.g. {dup[0].as_py()!r}")
+    entities = table.rename_columns(
+        ["impression_id", "user_id", "item_id", TIMESTAMP_COLUMN]
+    ).to_pandas()
+    frame, infos, filled = historical_features(store, entities, features)
+    frame = frame[["impression_id", *(f.name for f in infos)]]
+    write_features(frame, infos, out_path, features if isinstance(features, str) else "adhoc")
+    report = RetrievalReport(
+        out=str(out_path),
+        service=features if isinstance(features, str) else "adhoc",
+        rows=len(frame),
+        features=[f.name for f in infos],
+        filled=filled,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    log.info(
+        "retrieved %d features for %d impressions in %.1f s", len(infos), len(frame), report.seconds
+    )
+    return report
+
+
+def write_features(
+    frame: pd.DataFrame, infos: Sequence[FeatureInfo], out_path: str, service: str
+) -> None:
+    """Write a feature frame as Parquet with the kinds, defaults and service in its metadata."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[schema.FEATURE_KINDS_KEY] = json.dumps(feature_kinds(infos)).encode()
+    metadata[DEFAULTS_KEY] = json.dumps(feature_defaults(infos)).encode()
+    metadata[SERVICE_KEY] = service.encode()
+    table = table.replace_schema_metadata(metadata)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    storage.write_bytes_atomic(out_path, sink.getvalue().to_pybytes())
+
+
+def read_feature_kinds(path: str) -> dict[str, str]:
+    """The {feature: kind} map stored in a features.parquet (or a table derived from it)."""
+    with storage.local_file(path) as local:
+        metadata = pq.read_schema(local).metadata or {}
+    if schema.FEATURE_KINDS_KEY not in metadata:
+        raise ValueError(f"{path}: no {schema.FEATURE_KINDS_KEY.decode()} in the Parquet metadata")
+    return json.loads(metadata[schema.FEATURE_KINDS_KEY])
+
+
+# ---------------------------------------------------------------------------------------------
+# Materialization and online retrieval
+
+
+@dataclass(frozen=True)
+class MaterializeReport:
+    """What was loaded into the online store."""
+
+    start: str
+    end: str
+    views: list[str]
+    seconds: float
+
+
+def materialize(
+    store: FeatureStore, start: datetime | None = None, end: datetime | None = None
+) -> MaterializeReport:
+    """Load the latest snapshot per entity in [start, end] into the online store.
+
+    Args:
+        store: An applied store.
+        start: Default: the earliest snapshot timestamp in the Parquet sources.
+        end: Default: the latest snapshot timestamp plus one second (feast-dev/feast#5228).
+
+    Raises:
+        ValueError: If start/end are not given and a source is not Parquet, or start >= end.
+    """
+    began = time.perf_counter()
+    if start is None or end is None:
+        lo, hi = _source_time_range(store)
+        start = start or lo
+        end = end or hi + MATERIALIZE_MARGIN
+    start, end = _utc(start), _utc(end)
+    if start >= end:
+        raise ValueError(f"materialize: start {start} must be before end {end}")
+    views = [v.name for v in store.list_feature_views() if v.online]
+    store.materialize(start_date=start, end_date=end, feature_views=views)
+    return MaterializeReport(
+        start=start.isoformat(),
+        end=end.isoformat(),
+        views=views,
+        seconds=round(time.perf_counter() - began, 3),
+    )
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _source_time_range(store: FeatureStore) -> tuple[datetime, datetime]:
+    from feast import FileSource
+
+    lows, highs = [], []
+    for view in store.list_feature_views():
+        source = view.batch_source
+        if not isinstance(source, FileSource):
+            raise ValueError(
+                f"materialize: view {view.name!r} reads {type(source).__name__}; pass start and end"
+            )
+        path = FileSource.get_uri_for_file_path(store.repo_path, source.path)
+        with storage.local_file(path) as local:
+            column = pq.read_table(local, columns=[source.timestamp_field])[source.timestamp_field]
+        lo, hi = pc.min_max(column).values()
+        lows.append(lo.as_py())
+        highs.append(hi.as_py())
+    return min(lows), max(highs)
+
+
+def online_features(
+    store: FeatureStore,
+    rows: Sequence[Mapping[str, Any]],
+    features: str | Sequence[str] = DEFAULT_SERVICE,
+) -> OnlineFeatures:
+    """Online features for a batch of entity rows, by feature service (the serving path).
+
+    Args:
+        store: An applied, materialized store.
+        rows: One mapping per request row holding every join key (user_id, item_id) as int.
+        features: A feature service name or `view:feature` references.
+
+    Returns:
+        Values with defaults filled in, and which rows were missing which feature.
+
+    Raises:
+        ValueError: A row lacks a join key or has a non-integer key (names row and key).
+    """
+    infos = resolve_features(store, features)
+    keys = _join_keys(store, infos)
+    entity_rows = []
+    for i, row in enumerate(rows):
+        entity = {}
+        for key in keys:
+            if key not in row:
+                raise ValueError(f"row {i}: missing join key {key!r} (have {sorted(row)})")
+            value = row[key]
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"row {i}: join key {key!r} must be an int, got {value!r}")
+            entity[key] = int(value)
+        entity_rows.append(entity)
+    if not entity_rows:
+        return OnlineFeatures(values={f.name: [] for f in infos})
+    response = store.get_online_features(
+        features=_feast_features(store, features), entity_rows=entity_rows, full_feature_names=False
+    ).to_dict()
+    values: dict[str, list[Any]] = {}
+    missing: dict[str, list[int]] = {}
+    cast = {"int64": int, "float64": float}
+    for f in infos:
+        out = []
+        for i, value in enumerate(response[f.name]):
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                missing.setdefault(f.name, []).append(i)
+                value = f.default
+            out.append(cast[f.dtype](value))
+        values[f.name] = out
+    return OnlineFeatures(values=values, missing=missing)
+
+
+def report_dict(report: RetrievalReport | MaterializeReport | TableCheck) -> dict[str, Any]:
+    """A report as a JSON-ready dict."""
+    return asdict(report)
