@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -65,14 +66,16 @@ class StoreConfig:
         repo_dir: Local folder for feature_store.yaml, the registry and the SQLite online store.
         online_store: `sqlite` (a file in repo_dir) or `redis`.
         redis: Redis `host:port` (only with online_store="redis").
-        offline_store: `file` (Feast's Parquet/dask store) or `duckdb` (Parquet through DuckDB).
+        offline_store: `duckdb` (Parquet sources read by DuckDB, the default) or `file`
+            (Feast's dask store; in Feast 0.67 it drops entity rows that have no snapshot
+            within the ttl, which `historical_features` refuses with an error).
         project: Feast project name.
     """
 
     repo_dir: str
     online_store: str = "sqlite"
     redis: str = "127.0.0.1:6379"
-    offline_store: str = "file"
+    offline_store: str = "duckdb"
     project: str = "hm3"
 
     def __post_init__(self) -> None:
@@ -468,9 +471,11 @@ def historical_features(
     )
     result = job.to_df()
     if len(result) != len(frame):
+        # Feast 0.67's `file` (dask) store drops entity rows without a snapshot in the ttl.
         raise RuntimeError(
-            f"Feast returned {len(result)} rows for {len(frame)} entity rows; duplicate "
-            "snapshots for one entity and timestamp in the feature tables?"
+            f"Feast's {store.config.offline_store.type!r} offline store returned {len(result)} "
+            f"rows for {len(frame)} entity rows; rows without a feature snapshot must be kept "
+            "(use offline_store='duckdb')"
         )
     result = result.sort_values(_ROW, kind="stable").drop(columns=_ROW).reset_index(drop=True)
     filled = fill_missing(result, infos)
@@ -693,3 +698,42 @@ def online_features(
 def report_dict(report: RetrievalReport | MaterializeReport | TableCheck) -> dict[str, Any]:
     """A report as a JSON-ready dict."""
     return asdict(report)
+
+
+def retrieve_world(
+    world: str,
+    out_dir: str,
+    features: str = DEFAULT_SERVICE,
+    offline_store: str = "duckdb",
+    repo_dir: str | None = None,
+) -> RetrievalReport:
+    """One-shot retrieval for a pipeline run: apply over a world's tables, retrieve, report.
+
+    Writes `out_dir/features.parquet` and `out_dir/report.json`. The Feast repo is a temporary
+    folder unless `repo_dir` is given (historical retrieval needs no online store).
+
+    Args:
+        world: Folder or gs:// prefix with impressions.parquet, users.parquet, items.parquet.
+        out_dir: Output folder or gs:// prefix.
+        features: Feature service name.
+        offline_store: `duckdb` or `file`.
+        repo_dir: Keep the run's Feast repo here.
+    """
+    with tempfile.TemporaryDirectory(prefix="hm3-feast-") as tmp:
+        cfg = StoreConfig(repo_dir=repo_dir or tmp, offline_store=offline_store)
+        store = open_store(write_repo_config(cfg))
+        apply(
+            store,
+            storage.join(world, "users.parquet"),
+            storage.join(world, "items.parquet"),
+        )
+        report = retrieve_historical(
+            store,
+            storage.join(world, "impressions.parquet"),
+            storage.join(out_dir, FEATURES_FILE),
+            features,
+        )
+    storage.write_text_atomic(
+        storage.join(out_dir, REPORT_FILE), json.dumps(report_dict(report), indent=2) + "\n"
+    )
+    return report
