@@ -211,9 +211,7 @@ class Scores:
     request_id: str = ""
 
 
-def parse_request(
-    payload: object, request_schema: RequestSchema, config: ServingConfig
-) -> Batch:
+def parse_request(payload: object, request_schema: RequestSchema, config: ServingConfig) -> Batch:
     """Validate a V1 dict or V2 `InferRequest` into a `Batch`.
 
     Raises:

@@ -67,7 +67,8 @@ class ServeOptions:
             raise ValueError("--feast_repo without --model_dir needs --predictor_host")
         if self.feast_repo and not self.model_dir and self.predictor_protocol != "v1":
             raise ValueError(
-                f"--predictor_protocol must be v1 for the transformer, got {self.predictor_protocol!r}"
+                "--predictor_protocol must be v1 for the transformer, "
+                f"got {self.predictor_protocol!r}"
             )
 
     @property
@@ -263,8 +264,7 @@ class BodyLimitMiddleware:
 
     def _too_large(self, size: int) -> str:
         return (
-            f"request body of {size} bytes exceeds max_body_bytes {self.max_bytes}; "
-            "split the batch"
+            f"request body of {size} bytes exceeds max_body_bytes {self.max_bytes}; split the batch"
         )
 
 
@@ -335,7 +335,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     model.load()
     app.add_middleware(BodyLimitMiddleware, max_bytes=options.config.max_body_bytes)
     log.info(
-        "serving %s as %s on %s:%d", options.config.model_name, options.role, options.bind_host,
+        "serving %s as %s on %s:%d",
+        options.config.model_name,
+        options.role,
+        options.bind_host,
         args.http_port,
     )
     server = _server_class()(

@@ -97,7 +97,10 @@ class FeastTransformer(kserve.Model):
         if self.predictor is not None and not self.predictor.ready:
             self.predictor.load()
         log.info(
-            "feature service %s: %d features from %s", self.service, len(self.features), self.feast_repo
+            "feature service %s: %d features from %s",
+            self.service,
+            len(self.features),
+            self.feast_repo,
         )
         self.ready = True
         return self.ready

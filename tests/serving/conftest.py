@@ -88,9 +88,7 @@ def feast_repo(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.fixture(scope="session")
-def artifact(
-    small_world: Path, feast_repo: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
+def artifact(small_world: Path, feast_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_artifact(small_world, feast_repo, tmp_path_factory.mktemp("artifact") / "hm3")
 
 
@@ -119,7 +117,9 @@ class Server:
         ]
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = dict(os.environ, OMP_NUM_THREADS="1")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
