@@ -1,0 +1,530 @@
+"""Training loop for every model kind: CPU, one GPU, or many with torchrun + DDP.
+
+Data are encoded once into tensors (`model.dataset.TensorData`); a batch is an index gather, not a
+per-row Dataset with a Python collate. Each epoch's shuffle and dropout are seeded from
+`(seed, epoch)`, so a run is deterministic on CPU and `resume=True` after a kill continues from
+the last epoch checkpoint to the same final weights as an uninterrupted run.
+
+Multi-process: launched by `torchrun` (RANK / WORLD_SIZE in the environment) or inside an
+already initialized process group, every rank builds the same model from the same seed, takes its
+share of each global batch (`batch_size` rows over all ranks, so the loss curve matches one
+process) and DDP averages the gradients. Rank 0 writes checkpoints and the artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from model import metrics, schema, storage
+from model.artifact import HISTORY, save_artifact
+from model.dataset import TensorData, split_by_time
+from model.encoding import FeatureSpec, feature_kinds
+from model.losses import multitask_loss
+from model.nets import MODEL_KINDS, GraphNet, build_model
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT = "last.pt"
+EARLY_STOP_TASK = "cvr"
+
+# Which label and which rows each task is validated on. CVR is a click-conditional rate, so its
+# AUC is computed on clicked impressions only (the headline metric of the papers).
+TASK_EVAL: dict[str, tuple[str, str | None]] = {
+    "ctr": ("click", None),
+    "ct_micro": ("d_micro", None),
+    "ct_macro": ("d_macro", None),
+    "ctcvr": ("buy", None),
+    "cvr": ("buy", "click"),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run. Validated on construction.
+
+    Attributes:
+        model_kind: `hm3`, `esm2`, `esmm` or `naive`.
+        embedding_dim: Embedding size per categorical feature.
+        hidden: Hidden layer sizes of every tower.
+        dropout: Dropout after each hidden layer.
+        optimizer: `adam`, `adamw`, `adagrad` or `sgd`.
+        lr: Learning rate.
+        weight_decay: L2 / decoupled weight decay.
+        batch_size: Rows per optimizer step, over all processes together.
+        epochs: Maximum number of passes over the training split.
+        patience: Stop after this many epochs without a better validation CVR AUC.
+        seed: Seeds the initialization, the shuffles and dropout.
+        device: `auto` (cuda if present), `cpu`, `cuda` or `cuda:N`.
+        hash_buckets: Embedding rows per id feature (user_id, item_id).
+        loss_weights: Task -> weight overrides of the model's declared losses.
+        split: Train / validation / test shares of the time split.
+        bf16: Use bf16 autocast on CUDA (ignored on CPU).
+        eval_batch_size: Rows per forward pass when validating.
+        progress: Show a progress bar (rank 0 only).
+        threads: CPU threads for torch ops; 0 keeps torch's default. On a shared machine, 1 per
+            process avoids OpenMP threads spinning against other jobs (8x faster measured).
+    """
+
+    model_kind: str = "hm3"
+    embedding_dim: int = 16
+    hidden: tuple[int, ...] = (256, 128, 64)
+    dropout: float = 0.1
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 2048
+    epochs: int = 4
+    patience: int = 2
+    seed: int = 0
+    device: str = "auto"
+    hash_buckets: int = 100_000
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    bf16: bool = True
+    eval_batch_size: int = 65_536
+    progress: bool = True
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "split", tuple(self.split))
+        object.__setattr__(self, "loss_weights", dict(self.loss_weights))
+        if self.model_kind not in MODEL_KINDS:
+            raise ValueError(
+                f"model_kind must be one of {sorted(MODEL_KINDS)}, got {self.model_kind!r}"
+            )
+        for name in (
+            "embedding_dim",
+            "batch_size",
+            "epochs",
+            "patience",
+            "hash_buckets",
+            "eval_batch_size",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise ValueError(
+                f"hidden must be a non-empty list of positive integers, got {self.hidden!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise ValueError(f"threads must be an integer >= 0, got {self.threads!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if (
+            len(self.split) != 3
+            or any(not s > 0 for s in self.split)
+            or abs(sum(self.split) - 1) > 1e-6
+        ):
+            raise ValueError(f"split must be three positive shares summing to 1, got {self.split}")
+        tasks = {s.task for s in MODEL_KINDS[self.model_kind].default_losses}
+        for task, weight in self.loss_weights.items():
+            if task not in tasks:
+                raise ValueError(
+                    f"loss_weights: {self.model_kind} has no loss on task {task!r}; "
+                    f"it has {sorted(tasks)}"
+                )
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"loss_weights[{task!r}] must be >= 0, got {weight}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from a JSON-like mapping, rejecting unknown keys by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown train config field(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Read a JSON config file; `overrides` (e.g. model_kind from the CLI) win."""
+        try:
+            data = json.loads(storage.read_text(path))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a train config must be a JSON object")
+        return cls.from_dict(data | overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        out = asdict(self)
+        out["hidden"] = list(self.hidden)
+        out["split"] = list(self.split)
+        return out
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced (rank 0; other ranks get the same history)."""
+
+    out_dir: str
+    version: str | None
+    best_epoch: int
+    history: list[dict[str, Any]]
+    validation: dict[str, float]
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device_kind: str) -> _Dist:
+    if dist.is_available() and dist.is_initialized():
+        return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    backend = "nccl" if device_kind == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    return _Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)), owns_group=True)
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def _make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AUC, NaN when a validation split has a single label class (too small to judge)."""
+    try:
+        return metrics.auc(labels, scores)
+    except metrics.MetricError:
+        return float("nan")
+
+
+@torch.no_grad()
+def predict_logits(
+    net: nn.Module, data: TensorData, batch_size: int, autocast: Any = nullcontext
+) -> dict[str, np.ndarray]:
+    """Task logits over a whole split, in order."""
+    was_training = net.training
+    net.eval()
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for lo in range(0, len(data), batch_size):
+        with autocast():
+            out = net(data.categorical[lo : lo + batch_size], data.dense[lo : lo + batch_size])
+        for task, logit in out.items():
+            chunks.setdefault(task, []).append(logit.float().cpu())
+    net.train(was_training)
+    return {t: torch.cat(v).numpy() for t, v in chunks.items()}
+
+
+def validation_metrics(logits: Mapping[str, np.ndarray], data: TensorData) -> dict[str, float]:
+    """AUC of every output task on its label (CVR on clicked rows), keyed `auc_<task>`."""
+    labels = {k: v.cpu().numpy() for k, v in data.labels.items()}
+    out = {}
+    for task, scores in logits.items():
+        label, where = TASK_EVAL[task]
+        mask = labels[where] == 1 if where else slice(None)
+        out[f"auc_{task}"] = _auc(labels[label][mask], scores[mask])
+    return out
+
+
+class _Bar:
+    """A rich progress bar with samples/s and the running loss, or nothing."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+
+    def start(self, epoch: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.bar = Progress(
+            TextColumn(f"epoch {epoch}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>9,.0f} samples/s  loss {task.fields[loss]:.4f}"),
+            transient=True,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=total, rate=0.0, loss=float("nan"))
+
+    def update(self, rows: int, rate: float, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=rows, rate=rate, loss=loss)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomic: a kill while writing leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    data_path: str | Path, out_dir: str | Path, config: TrainConfig, resume: bool = False
+) -> TrainResult:
+    """Train one model on the joined training table and write its artifact to `out_dir`.
+
+    Args:
+        data_path: The training table (labels joined with features, with the kinds metadata);
+            local path, file:// or gs://.
+        out_dir: Local artifact folder (checkpoints live in `<out_dir>/checkpoints` until the
+            artifact is sealed).
+        config: The run's configuration.
+        resume: Continue from `<out_dir>/checkpoints/last.pt` if present; its config must match.
+
+    Returns:
+        The run's history, best epoch and validation metrics.
+
+    Raises:
+        ValueError: On bad data or a checkpoint of a different config.
+    """
+    wanted = _resolve_device(config.device, 0)
+    ddp = _setup_distributed(wanted.type)
+    device = _resolve_device(config.device, ddp.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(out_dir)
+    try:
+        return _train(data_path, out, config, resume, ddp, device)
+    finally:
+        if ddp.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(
+    data_path: str | Path,
+    out: Path,
+    cfg: TrainConfig,
+    resume: bool,
+    ddp: _Dist,
+    device: torch.device,
+) -> TrainResult:
+    with storage.local_file(data_path) as local:
+        table = pq.read_table(local)
+    kinds = feature_kinds(table.schema)
+    parts = split_by_time(table, cfg.split)
+    train_cols = [c for c in kinds if c in table.column_names]
+    spec = FeatureSpec.fit(parts["train"].select(train_cols).to_pandas(), kinds, cfg.hash_buckets)
+    train_data = TensorData.from_table(parts["train"], spec).to(device)
+    val_data = TensorData.from_table(parts["validation"], spec).to(device)
+    log.info(
+        "rows: train %d, validation %d, test %d; inputs %d categorical + %d dense; "
+        "device %s, world %d",
+        len(train_data),
+        len(val_data),
+        parts["test"].num_rows,
+        len(spec.categorical),
+        len(spec.dense),
+        device,
+        ddp.world,
+    )
+
+    torch.manual_seed(cfg.seed)
+    architecture = {
+        "kind": cfg.model_kind,
+        "embedding_dim": cfg.embedding_dim,
+        "hidden": list(cfg.hidden),
+        "dropout": cfg.dropout,
+    }
+    net: GraphNet = build_model(
+        cfg.model_kind, spec, cfg.embedding_dim, cfg.hidden, cfg.dropout, cfg.loss_weights
+    ).to(device)
+    optimizer = _make_optimizer(cfg, net.parameters())
+    state = {"epoch": 0, "best_metric": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
+    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    ckpt_path = out / CHECKPOINT_DIR / CHECKPOINT
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ckpt["config"] != json.dumps(cfg.to_dict(), sort_keys=True):
+            raise ValueError(f"{ckpt_path}: checkpoint was written with a different train config")
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        best_state = ckpt["best_model"]
+        state = json.loads(ckpt["state"])
+        log.info("resumed after epoch %d from %s", state["epoch"], ckpt_path)
+    elif resume:
+        log.info("no checkpoint at %s; starting from scratch", ckpt_path)
+
+    model: nn.Module = net
+    if ddp.world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+
+    def autocast() -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+    writer = None
+    if ddp.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tensorboard"))
+    bar = _Bar(cfg.progress and ddp.main)
+    n = len(train_data)
+    per_rank = max(cfg.batch_size // ddp.world, 1)
+    global_batch = per_rank * ddp.world
+    steps = n // global_batch + (1 if n % global_batch >= ddp.world else 0)
+
+    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+        epoch = state["epoch"] + 1
+        # Shuffle and dropout depend only on (seed, epoch): resuming replays the same epoch.
+        order = torch.randperm(
+            n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        )
+        order = order.to(device)
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        model.train()
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        rows_seen = 0
+        shown = 0
+        started = time.perf_counter()
+        bar.start(epoch, n)
+        for step in range(steps):
+            chunk = order[step * global_batch : (step + 1) * global_batch]
+            index = torch.tensor_split(chunk, ddp.world)[ddp.rank]
+            cat, dense, *label_values = train_data.batch(index)
+            labels = dict(zip(schema.LABEL_COLUMNS, label_values, strict=True))
+            with autocast():
+                outputs = model(cat, dense)
+            loss, _ = multitask_loss(outputs, labels, net.losses)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach().double() * len(index)
+            rows_seen += len(index)
+            if bar.enabled and (step % 20 == 0 or step == steps - 1):
+                done = min((step + 1) * global_batch, n)
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                bar.update(done - shown, rate, float(loss))
+                shown = done
+        bar.stop()
+        seconds = time.perf_counter() - started
+        totals = torch.stack(
+            [loss_sum, torch.tensor(float(rows_seen), device=device, dtype=torch.float64)]
+        )
+        if ddp.world > 1:
+            dist.all_reduce(totals)
+        train_loss = float(totals[0] / totals[1])
+
+        val_metrics = validation_metrics(
+            predict_logits(net, val_data, cfg.eval_batch_size, autocast), val_data
+        )
+        score = val_metrics[f"auc_{EARLY_STOP_TASK}"]
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "samples_per_s": float(totals[1]) / seconds,
+            "seconds": seconds,
+            **val_metrics,
+        }
+        state["history"].append(record)
+        state["epoch"] = epoch
+        if not math.isnan(score) and score > state["best_metric"]:
+            state.update(best_metric=score, best_epoch=epoch, bad_epochs=0)
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            state["bad_epochs"] += 1
+        log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 5) for k, v in record.items()}))
+        if ddp.main:
+            for key, value in record.items():
+                if key != "epoch":
+                    group = "validation" if key.startswith("auc_") else "train"
+                    writer.add_scalar(f"{group}/{key}", value, epoch)
+            writer.flush()
+            (out / HISTORY).write_text(json.dumps(state["history"], indent=2) + "\n")
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "best_model": best_state,
+                    "state": json.dumps(state),
+                    "config": json.dumps(cfg.to_dict(), sort_keys=True),
+                },
+            )
+        if ddp.world > 1:
+            dist.barrier()
+
+    if writer is not None:
+        writer.close()
+    best = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
+    validation = {k: v for k, v in best.items() if k.startswith("auc_")}
+    version = None
+    if ddp.main:
+        net.load_state_dict(best_state)
+        # Checkpoints are training state, not part of the sealed artifact.
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+        version = save_artifact(
+            net,
+            spec,
+            architecture,
+            cfg.to_dict(),
+            out,
+            extra={
+                "best_epoch": state["best_epoch"],
+                "validation": validation,
+                "rows": {k: v.num_rows for k, v in parts.items()},
+            },
+        )
+    if ddp.world > 1:
+        dist.barrier()
+    return TrainResult(str(out), version, state["best_epoch"], state["history"], validation)
