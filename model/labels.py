@@ -33,7 +33,6 @@ from __future__ import annotations
 import glob
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -220,7 +219,8 @@ class LabelReport:
 
     Attributes:
         nodes: Impressions reaching each graph node (GRAPH_NODES).
-        edges: For each edge "a>b": count of impressions on both nodes and rate = count / a.
+        edges: For each edge "a>b": count of impressions on both nodes and rate = count / a
+            (None when node a is empty).
         quarantine: {"impressions": {reason: rows}, "events": {reason: rows}}.
         accounting: Per input table: input rows, used rows, quarantined rows, balanced.
         config: The LabelConfig used.
@@ -229,7 +229,7 @@ class LabelReport:
     """
 
     nodes: dict[str, int]
-    edges: dict[str, dict[str, float]]
+    edges: dict[str, dict[str, float | None]]
     quarantine: dict[str, dict[str, int]]
     accounting: dict[str, dict[str, Any]]
     config: dict[str, Any]
@@ -691,7 +691,9 @@ def _write_quarantine(con: Any, path: Path) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _graph_counts(con: Any, n_imp: int) -> tuple[dict[str, int], dict[str, dict[str, float]]]:
+def _graph_counts(
+    con: Any, n_imp: int
+) -> tuple[dict[str, int], dict[str, dict[str, float | None]]]:
     row = con.execute(
         """
         SELECT count(*),
@@ -720,7 +722,8 @@ def _graph_counts(con: Any, n_imp: int) -> tuple[dict[str, int], dict[str, dict[
     edges = {
         f"{a}>{b}": {
             "count": edge_counts[(a, b)],
-            "rate": round(edge_counts[(a, b)] / nodes[a], 6) if nodes[a] else math.nan,
+            # No rate (null in JSON) when the source node is empty.
+            "rate": round(edge_counts[(a, b)] / nodes[a], 6) if nodes[a] else None,
         }
         for a, b in GRAPH_EDGES
     }
@@ -781,7 +784,7 @@ def write_graph_picture(report: LabelReport, path: str | os.PathLike[str]) -> No
             arrowprops={"arrowstyle": "->", "color": "#555555", "lw": 1.2},
         )
         rate = report.edges[f"{a}>{b}"]["rate"]
-        text = "n/a" if math.isnan(rate) else f"{rate:.2%}"
+        text = "n/a" if rate is None else f"{rate:.2%}"
         # The two crossing micro->macro edges meet mid-way: label them near their source.
         t = 0.3 if ya != yb and a.endswith("micro") else 0.5
         ax.text(
@@ -827,7 +830,11 @@ def report_html(report: LabelReport, svg: str) -> str:
         return f"<table><tr>{header}</tr>{cells}</table>"
 
     edges = [
-        (k.replace(">", " → "), f"{v['count']:,}", f"{v['rate']:.4f}")
+        (
+            k.replace(">", " → "),
+            f"{v['count']:,}",
+            "n/a" if v["rate"] is None else f"{v['rate']:.4f}",
+        )
         for k, v in report.edges.items()
     ]
     held = [
