@@ -19,7 +19,12 @@ class MetricError(ValueError):
     """A metric is undefined on the given data (e.g. AUC with a single label class)."""
 
 
-def _labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
+def check_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
+    """Validate 0/1 (or bool) labels; returns them as int64.
+
+    Raises:
+        ValueError: Naming the first row that is not 0 or 1 (nulls read as NaN included).
+    """
     y = np.asarray(labels)
     if y.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {y.shape}")
@@ -72,7 +77,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
         ValueError: Naming the first row that is not 0/1 or not finite.
         MetricError: When all labels are of one class (AUC is undefined).
     """
-    y = _labels(labels)
+    y = check_labels(labels)
     s = _scores(scores, y.size)
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
@@ -110,7 +115,7 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray, max_points: int = 200) -> 
     """
     if max_points < 2:
         raise ValueError(f"max_points must be >= 2, got {max_points}")
-    y = _labels(labels)
+    y = check_labels(labels)
     s = _scores(scores, y.size)
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
@@ -169,7 +174,7 @@ def gauc(
     Raises:
         ValueError: On bad rows or shapes.
     """
-    y = _labels(labels)
+    y = check_labels(labels)
     s = _scores(scores, y.size)
     g = np.asarray(groups)
     if g.shape != y.shape:
@@ -222,7 +227,7 @@ def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
     Raises:
         ValueError: On bad rows, probabilities outside [0, 1] or an empty input.
     """
-    y = _labels(labels)
+    y = check_labels(labels)
     p = _scores(probs, y.size, name="probs", prob=True)
     if y.size == 0:
         raise ValueError("log_loss of an empty array is undefined")
@@ -268,7 +273,7 @@ def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> Calibr
     """
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
-    y = _labels(labels)
+    y = check_labels(labels)
     p = _scores(probs, y.size, name="probs", prob=True)
     if y.size < bins:
         raise ValueError(f"calibration needs at least bins={bins} rows, got {y.size}")
@@ -293,7 +298,7 @@ def confusion_matrix(labels: np.ndarray, probs: np.ndarray, threshold: float) ->
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    y = _labels(labels)
+    y = check_labels(labels)
     p = _scores(probs, y.size, name="probs", prob=True)
     pred = p >= threshold
     tp = int(np.sum(pred & (y == 1)))

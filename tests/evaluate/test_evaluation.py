@@ -1,0 +1,196 @@
+"""Evaluation of real trained artifacts: metrics.json, the report, the oracle and the gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model import metrics as m
+from model.evaluation import (
+    EvalConfig,
+    GateSpec,
+    evaluate_models,
+    evaluate_predictions,
+    history_series,
+    parse_model_specs,
+)
+from model.gate import GateConfig, RegistryRecord, write_registry
+
+
+def _frame() -> pd.DataFrame:
+    # Two users; user 1 clicks twice (one purchase), user 2 clicks once.
+    return pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 2, 2, 2],
+            "click": [1, 1, 0, 1, 0, 0],
+            "d_micro": [1, 0, 0, 1, 0, 0],
+            "d_macro": [1, 0, 0, 0, 0, 0],
+            "buy": [1, 0, 0, 0, 0, 0],
+            "p_click": [0.9, 0.6, 0.1, 0.5, 0.2, 0.3],
+            "p_d_micro_given_click": [0.5] * 6,
+            "p_d_macro_given_click": [0.2] * 6,
+            "p_buy_given_click": [0.3, 0.1, 0.2, 0.2, 0.1, 0.1],
+        }
+    )
+
+
+def test_evaluate_predictions_hand_computed_with_oracle() -> None:
+    frame = _frame()
+    naive_cvr = np.array([0.4, 0.5, 0.9, 0.1, 0.9, 0.9])
+    results = evaluate_predictions(frame, {"naive": {"cvr": naive_cvr}}, EvalConfig(threshold=0.3))
+    assert set(results) == {"naive", "oracle"}
+    assert set(results["naive"]) == {"cvr"}  # a model is scored only on what it predicts
+    cvr = results["naive"]["cvr"]
+    # CVR rows = the 3 clicked impressions: buy [1, 0, 0] scored [0.4, 0.5, 0.1] -> 1 of 2 pairs.
+    assert cvr.rows == 3 and cvr.positives == 1 and cvr.auc == 0.5
+    # User 1 has both classes on clicks (AUC 0); user 2 has one click only -> skipped.
+    assert (cvr.gauc, cvr.gauc_users, cvr.gauc_skipped_users) == (0.0, 1, 1)
+    assert cvr.logloss == pytest.approx(m.log_loss(np.array([1, 0, 0]), np.array([0.4, 0.5, 0.1])))
+    assert cvr.confusion == [[1, 1], [0, 1]]
+    oracle = results["oracle"]
+    assert oracle["ctr"].auc == 1.0  # p_click ranks the 3 clicks above the 3 non-clicks
+    # ctcvr oracle = p_click * p_buy_given_click on all rows; the one buyer scores 0.27, top.
+    assert oracle["ctcvr"].auc == 1.0 and oracle["ctcvr"].rows == 6
+    assert oracle["cvr"].auc == 1.0 and oracle["cvr"].rows == 3
+
+
+def test_evaluate_predictions_rejects_bad_input() -> None:
+    frame = _frame()
+    with pytest.raises(
+        ValueError, match=r"hm3: cvr predictions have shape \(2,\), expected \(6,\)"
+    ):
+        evaluate_predictions(frame, {"hm3": {"cvr": np.zeros(2)}})
+    with pytest.raises(ValueError, match="reserved"):
+        evaluate_predictions(frame, {"oracle": {"cvr": np.zeros(6)}})
+    with pytest.raises(ValueError, match="lacks column 'buy'"):
+        evaluate_predictions(frame.drop(columns="buy"), {"x": {"cvr": np.zeros(6)}})
+    bad = frame.assign(click=[1, 1, 0, 2, 0, 0])
+    with pytest.raises(ValueError, match=r"click\[3\] = 2: labels must be 0 or 1"):
+        evaluate_predictions(bad, {"x": {"cvr": np.zeros(6)}})
+    with pytest.raises(ValueError, match="lacks \\['p_d_macro_given_click'\\]"):
+        evaluate_predictions(frame.drop(columns="p_d_macro_given_click"), {})
+
+
+def test_config_validation_names_the_field() -> None:
+    with pytest.raises(ValueError, match="split must be one of"):
+        EvalConfig(split="holdout")
+    with pytest.raises(ValueError, match="gauc_weight must be one of"):
+        EvalConfig(gauc_weight="users")
+    with pytest.raises(ValueError, match="fractions must sum to 1"):
+        EvalConfig(fractions=(0.5, 0.2, 0.2))
+
+
+def test_parse_model_specs() -> None:
+    assert parse_model_specs(["out/hm3", "base=gs://b/m=1", "/a/b=c"]) == [
+        (None, "out/hm3"),
+        ("base", "gs://b/m=1"),
+        (None, "/a/b=c"),
+    ]
+    with pytest.raises(ValueError, match="empty location"):
+        parse_model_specs(["x="])
+
+
+def test_history_series_shapes() -> None:
+    epochs = [{"epoch": 1, "train_loss": 0.5, "auc_cvr": 0.6}, {"epoch": 2, "train_loss": 0.4}]
+    assert history_series(epochs) == {"train_loss": [0.5, 0.4], "auc_cvr": [0.6]}
+    assert history_series({"epochs": epochs})["train_loss"] == [0.5, 0.4]
+    assert history_series({"loss": [1, 2], "val": [{"auc": 0.5}]}) == {
+        "loss": [1.0, 2.0],
+        "val.auc": [0.5],
+    }
+
+
+@pytest.fixture(scope="module")
+def labels_dir(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from model.labels import build_labels
+
+    out = tmp_path_factory.mktemp("labels")
+    build_labels(
+        small_world / "impressions.parquet", small_world / "events.parquet", out, threads=1
+    )
+    return out
+
+
+def test_evaluate_models_writes_metrics_and_report(
+    trained_models: dict[str, Path],
+    eval_table: Path,
+    small_world: Path,
+    labels_dir: Path,
+    tmp_path: Path,
+) -> None:
+    evaluation = evaluate_models(
+        [str(trained_models["hm3"]), f"base={trained_models['naive']}"],
+        str(eval_table),
+        tmp_path / "out",
+        truth_path=str(small_world / "truth.parquet"),
+        labels_dir=str(labels_dir),
+        command="hm3 evaluate --model X",
+    )
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert list(saved) == ["hm3", "base", "oracle"]
+    assert set(saved["hm3"]) == {"ctr", "cvr", "ctcvr", "ct_micro", "ct_macro"}
+    assert set(saved["base"]) == {"cvr"}
+    for name, tasks in saved.items():
+        for task, values in tasks.items():
+            assert {"auc", "gauc", "logloss", "ece"} <= set(values), (name, task)
+            assert values["logloss"] > 0 and 0 <= values["ece"] <= 1
+    # The test split is the last 15% of the time range; CVR is measured on its clicks only.
+    assert saved["hm3"]["ctr"]["rows"] == evaluation.data.rows
+    assert saved["hm3"]["cvr"]["rows"] == evaluation.data.clicks
+    assert saved["hm3"]["cvr"]["positives"] == evaluation.data.buys
+    # The simulator's truth is informative: the oracle ranks clicks well above chance.
+    assert saved["oracle"]["ctr"]["auc"] > 0.7
+    assert saved["oracle"]["ctr"]["gauc_skipped_users"] > 0
+    report = (tmp_path / "out" / "report.html").read_text()
+    for needle in (
+        str(eval_table),
+        "hm3 evaluate --model X",
+        evaluation.models["hm3"].version,
+        evaluation.models["base"].version,
+        "Training curves",
+        "Behavior graph of the labels",
+        "impression&gt;click",
+        "data:image/svg+xml;base64,",
+    ):
+        assert needle in report, needle
+    assert report.count("data:image/png;base64,") == 3  # ROC, calibration, training
+    details = json.loads((tmp_path / "out" / "details.json").read_text())
+    assert len(details["results"]["hm3"]["cvr"]["calibration"]["counts"]) == 10
+
+
+def test_evaluate_models_gate_scores_champion_on_same_rows(
+    trained_models: dict[str, Path], eval_table: Path, tmp_path: Path
+) -> None:
+    deploy = str(tmp_path / "deploy")
+    write_registry(
+        deploy,
+        RegistryRecord(
+            model_uri=str(trained_models["naive"]), kind="naive", version="v0", cvr_auc=0.99
+        ),
+    )
+    evaluation = evaluate_models(
+        [str(trained_models["hm3"]), str(trained_models["naive"])],
+        str(eval_table),
+        tmp_path / "out",
+        gate=GateSpec(deploy, "hm3", GateConfig(min_cvr_auc=0.0, tolerance=0.0)),
+    )
+    decision = evaluation.gate
+    # The champion is the naive artifact: re-scored on these rows, not its recorded 0.99.
+    assert decision.champion_cvr_auc == evaluation.results["naive"]["cvr"].auc
+    assert decision.champion_cvr_auc == evaluation.results["champion"]["cvr"].auc
+    assert decision.candidate_cvr_auc == evaluation.results["hm3"]["cvr"].auc
+    assert decision.deploy == (decision.candidate_cvr_auc >= decision.champion_cvr_auc)
+    gate = json.loads((tmp_path / "out" / "gate.json").read_text())
+    assert gate["verdict"] == decision.verdict and gate["reasons"]
+    assert "Deploy gate" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_evaluate_models_rejects_duplicate_names(
+    trained_models: dict[str, Path], eval_table: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="'hm3' is used twice"):
+        evaluate_models([str(trained_models["hm3"])] * 2, str(eval_table), tmp_path)
