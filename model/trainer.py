@@ -194,6 +194,7 @@ class TrainResult:
     best_epoch: int
     history: list[dict[str, Any]]
     validation: dict[str, float]
+    weights_sum: float
 
 
 @dataclass
@@ -508,9 +509,11 @@ def _train(
         writer.close()
     best = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
     validation = {k: v for k, v in best.items() if k.startswith("auc_")}
+    net.load_state_dict(best_state)
+    # Every rank reports the same sum when DDP kept the replicas in sync.
+    weights_sum = float(sum(p.detach().double().sum() for p in net.parameters()))
     version = None
     if ddp.main:
-        net.load_state_dict(best_state)
         # Checkpoints are training state, not part of the sealed artifact.
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
         version = save_artifact(
@@ -527,4 +530,6 @@ def _train(
         )
     if ddp.world > 1:
         dist.barrier()
-    return TrainResult(str(out), version, state["best_epoch"], state["history"], validation)
+    return TrainResult(
+        str(out), version, state["best_epoch"], state["history"], validation, weights_sum
+    )
