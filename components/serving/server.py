@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hm3 serve",
         parents=[kserve_parser],
+        # No prefix matching: a flag that drifted in a manifest must fail, not half-match.
+        allow_abbrev=False,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=(
             "Serve an HM^3 model artifact on KServe's model server (V1 and V2 protocols). With "
