@@ -1,0 +1,186 @@
+"""Model quality on the simulator: naive CVR, ESMM, ESM^2 and HM^3 on the same time split.
+
+The real path of the pipeline: simulate a world -> `model.labels.build_labels` (graph labels from
+raw events) -> `model.features.retrieve_world` (Feast point-in-time features, service hm3_v1) ->
+`model.dataset.join_training_table` -> `model.trainer.train` per kind and seed -> scored on the
+test split by `model.evaluation.evaluate_predictions`, with the oracle (the world's true
+probabilities) on the same rows and labels.
+
+Usage (writes into .bench/quality/, reuses finished stages and runs):
+    nice -n 10 .venv/bin/python bench/quality.py --impressions 2000000 --seeds 3
+    nice -n 10 .venv/bin/python bench/quality.py --micro-signal 0 --kinds esm2,hm3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = ("naive", "esmm", "esm2", "hm3")
+METRICS = (("cvr", "auc"), ("ctcvr", "auc"), ("ctr", "auc"), ("cvr", "gauc"), ("cvr", "logloss"))
+
+
+def prepare(world_dir: Path, impressions: int, seed: int, micro_signal: float) -> Path:
+    from model.dataset import join_training_table
+    from model.features import retrieve_world
+    from model.labels import build_labels
+    from model.simulator import WorldConfig, simulate
+
+    table = world_dir / "train.parquet"
+    if table.exists():
+        return table
+    t0 = time.perf_counter()
+    if not (world_dir / "world.json").exists():
+        simulate(
+            WorldConfig(impressions=impressions, seed=seed, micro_signal=micro_signal), world_dir
+        )
+    t1 = time.perf_counter()
+    build_labels(
+        world_dir / "impressions.parquet", world_dir / "events.parquet", world_dir / "labels"
+    )
+    t2 = time.perf_counter()
+    retrieve_world(str(world_dir), str(world_dir / "features"), offline_store="duckdb")
+    t3 = time.perf_counter()
+    join_training_table(
+        world_dir / "labels" / "labels.parquet", world_dir / "features" / "features.parquet", table
+    )
+    print(
+        f"prepared {world_dir.name}: simulate {t1 - t0:.0f}s, labels {t2 - t1:.0f}s, "
+        f"features {t3 - t2:.0f}s, join {time.perf_counter() - t3:.0f}s",
+        flush=True,
+    )
+    return table
+
+
+def run(world_dir: Path, table: Path, kind: str, seed: int, args: argparse.Namespace) -> dict:
+    from model.artifact import load_model
+    from model.evaluation import EvalConfig, evaluate_predictions, load_eval_frame
+    from model.trainer import TrainConfig, train
+
+    result_file = world_dir / "runs" / f"{kind}-{seed}.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    cfg = TrainConfig(
+        model_kind=kind,
+        embedding_dim=args.dim,
+        hidden=tuple(args.hidden),
+        dropout=args.dropout,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        patience=1,
+        seed=seed,
+        device="cpu",
+        threads=args.threads,
+        progress=False,
+    )
+    out = world_dir / "models" / f"{kind}-{seed}"
+    started = time.perf_counter()
+    res = train(table, out, cfg)
+    seconds = time.perf_counter() - started
+    frame, _ = load_eval_frame(
+        str(table), EvalConfig(), truth_path=str(world_dir / "truth.parquet")
+    )
+    preds = load_model(out).predict(frame)
+    scores = evaluate_predictions(frame, {kind: preds})
+    record = {
+        "kind": kind,
+        "seed": seed,
+        "seconds": seconds,
+        "best_epoch": res.best_epoch,
+        "metrics": {
+            name: {
+                t: {k: getattr(r, k) for k in ("auc", "gauc", "logloss", "ece")}
+                for t, r in tasks.items()
+            }
+            for name, tasks in scores.items()
+        },
+    }
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    result_file.write_text(json.dumps(record, indent=2))
+    print(
+        f"  {kind} seed {seed}: CVR AUC {record['metrics'][kind]['cvr']['auc']:.4f} "
+        f"({seconds:.0f}s)",
+        flush=True,
+    )
+    return record
+
+
+def table(records: list[dict], kinds: list[str]) -> str:
+    header = "| model | CVR AUC | CTCVR AUC | CTR AUC | CVR GAUC | CVR log loss |"
+    lines = [header, "|" + "---|" * 6]
+    per_kind: dict[str, dict[tuple[str, str], list[float]]] = {}
+    for rec in records:
+        for name, tasks in rec["metrics"].items():
+            if name != rec["kind"] and name != "oracle":
+                continue
+            key = "oracle" if name == "oracle" else name
+            bucket = per_kind.setdefault(key, {})
+            for task, metric in METRICS:
+                value = tasks.get(task, {}).get(metric)
+                if value is not None:
+                    bucket.setdefault((task, metric), []).append(value)
+    for name in [*kinds, "oracle"]:
+        if name not in per_kind:
+            continue
+        cells = []
+        for key in METRICS:
+            values = per_kind[name].get(key, [])
+            cells.append(f"{np.mean(values):.4f} ± {np.std(values):.4f}" if values else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), per_kind
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--impressions", type=int, default=2_000_000)
+    parser.add_argument("--world-seed", type=int, default=0)
+    parser.add_argument("--micro-signal", type=float, default=1.0)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--dim", type=int, default=16)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 64, 32])
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "quality")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    kinds = args.kinds.split(",")
+    world_dir = args.out / f"world-{args.impressions}-s{args.world_seed}-micro{args.micro_signal:g}"
+    tbl = prepare(world_dir, args.impressions, args.world_seed, args.micro_signal)
+    records = [
+        run(world_dir, tbl, kind, seed, args) for seed in range(args.seeds) for kind in kinds
+    ]
+    text, per_kind = table(records, kinds)
+    print(
+        f"\n{args.impressions:,} impressions, micro_signal {args.micro_signal:g}, "
+        f"{args.seeds} seeds (mean ± std over seeds), test split (last 15% by ts)\n"
+    )
+    print(text)
+    cvr = {k: np.array(v[("cvr", "auc")]) for k, v in per_kind.items() if ("cvr", "auc") in v}
+    if {"naive", "hm3", "oracle"} <= set(cvr):
+        closed = (cvr["hm3"].mean() - cvr["naive"].mean()) / (
+            cvr["oracle"].mean() - cvr["naive"].mean()
+        )
+        print(f"\nHM^3 closes {100 * closed:.1f}% of the naive-to-oracle CVR AUC gap")
+    order = [k for k in ("hm3", "esm2", "esmm", "naive") if k in cvr]
+    for a, b in zip(order, order[1:], strict=False):
+        gap = cvr[a].mean() - cvr[b].mean()
+        spread = max(np.ptp(cvr[a]), np.ptp(cvr[b]))
+        print(f"{a} - {b}: CVR AUC gap {gap:+.4f}, largest seed spread (max - min) {spread:.4f}")
+
+
+if __name__ == "__main__":
+    main()
