@@ -16,9 +16,11 @@ Every missing value is replaced by the Field's documented `default` tag and coun
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -210,8 +212,8 @@ def check_feature_table(location: str, expected: pa.Schema, keys: Sequence[str])
         ValueError: A key column holds nulls (names the column and the first bad row).
     """
     with storage.local_file(location) as path:
+        schema.validate_columns(pq.read_schema(path), expected, location)
         table = pq.read_table(path, columns=expected.names)
-    schema.validate_columns(table.schema, expected, location)
     for key in keys:
         nulls = table[key].null_count
         if nulls:
@@ -524,8 +526,8 @@ def retrieve_historical(
     start = time.perf_counter()
     needed = ["impression_id", "user_id", "item_id", "ts"]
     with storage.local_file(impressions) as path:
+        schema.validate_columns(pq.read_schema(path), schema.IMPRESSIONS, impressions, needed)
         table = pq.read_table(path, columns=needed)
-    schema.validate_columns(table.schema, schema.IMPRESSIONS, impressions, needed)
     ids = table["impression_id"]
     if ids.null_count:
         raise ValueError(f"{impressions}: column 'impression_id' has {ids.null_count} nulls")
@@ -613,7 +615,9 @@ def materialize(
     if start >= end:
         raise ValueError(f"materialize: start {start} must be before end {end}")
     views = [v.name for v in store.list_feature_views() if v.online]
-    store.materialize(start_date=start, end_date=end, feature_views=views)
+    # Feast prints its progress to stdout; keep stdout for the caller's output (CLI JSON).
+    with contextlib.redirect_stdout(sys.stderr):
+        store.materialize(start_date=start, end_date=end, feature_views=views)
     return MaterializeReport(
         start=start.isoformat(),
         end=end.isoformat(),
