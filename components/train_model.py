@@ -1,0 +1,73 @@
+"""KFP components `join_training_table` and `train_model`, and the GPU request for training.
+
+`train_model` runs in the training image (CUDA torch); `request_gpus` asks the cluster for
+accelerators for one task. The component resumes from the checkpoint inside its output folder,
+so a retried pod (preempted node, OOM kill) continues instead of starting over.
+"""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.images import HM3_IMAGE, HM3_TRAIN_IMAGE
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dsl.component(base_image=HM3_IMAGE, install_kfp_package=False)
+def join_training_table(labels: Input[Dataset], features: Input[Dataset], table: Output[Dataset]):
+    """Inner-join labels.parquet and features.parquet on impression_id (kinds metadata kept).
+
+    Args:
+        labels: Folder of the label builder, with labels.parquet.
+        features: Folder of feature retrieval, with features.parquet.
+        table: Output Parquet file: the training table.
+    """
+    import pyarrow.parquet as pq
+
+    from model.dataset import join_training_table as join
+
+    join(f"{labels.path}/labels.parquet", f"{features.path}/features.parquet", table.path)
+    table.metadata["rows"] = pq.ParquetFile(table.path).metadata.num_rows
+
+
+@dsl.component(base_image=HM3_TRAIN_IMAGE, install_kfp_package=False)
+def train_model(
+    table: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    model_kind: str = "hm3",
+    config_json: str = "{}",
+):
+    """Train one model kind on the training table and write its artifact folder.
+
+    Args:
+        table: The joined training table (Parquet, with the feature kinds metadata).
+        model: Output folder: model.safetensors, config.json, model.pt2, history.json,
+            tensorboard/, MANIFEST.json.
+        metrics: best_epoch, epochs_run and the validation AUC of every task (validation_auc_*).
+        model_kind: hm3, esm2, esmm or naive.
+        config_json: TrainConfig fields as a JSON object (see model/trainer.py); model_kind wins.
+    """
+    import json
+
+    from model.trainer import TrainConfig, train
+
+    overrides = {"model_kind": model_kind, "progress": False}
+    cfg = TrainConfig.from_dict(json.loads(config_json or "{}") | overrides)
+    result = train(table.path, model.path, cfg, resume=True)
+    model.metadata.update({"kind": model_kind, "version": result.version, "framework": "pytorch"})
+    metrics.log_metric("best_epoch", result.best_epoch)
+    metrics.log_metric("epochs_run", len(result.history))
+    for name, value in result.validation.items():
+        metrics.log_metric(f"validation_{name}", value)
+
+
+def request_gpus(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
+    """Ask the cluster for `gpus` NVIDIA GPUs for one task (ignored by kfp.local).
+
+    Raises:
+        ValueError: If gpus < 1.
+    """
+    if gpus < 1:
+        raise ValueError(f"gpus must be >= 1, got {gpus}")
+    return task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
