@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model import metrics as m
@@ -367,7 +368,7 @@ def load_eval_frame(
         ValueError: When truth does not cover every evaluated impression (named, with a count).
     """
     with storage.local_file(data_path) as local:
-        table = pq.read_table(local)
+        table = _read_parquet(local)
     schema.validate_columns(
         table.schema, schema.IMPRESSIONS, str(data_path), ["impression_id", "user_id", "ts"]
     )
@@ -400,6 +401,16 @@ def load_eval_frame(
         truth=str(truth_path) if truth_path else None,
     )
     return frame, info
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    """A Parquet file, or every *.parquet file of a folder (others, e.g. a manifest, skipped)."""
+    if not path.is_dir():
+        return pq.read_table(path)
+    files = sorted(path.rglob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{path}: folder holds no *.parquet file")
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
 
 def parse_model_specs(specs: Sequence[str]) -> list[tuple[str | None, str]]:
@@ -443,7 +454,13 @@ def _read_history(path: str) -> Any | None:
 
 @dataclass(frozen=True)
 class GateSpec:
-    """Run the deploy gate for `candidate` against the champion recorded in `deploy_dir`."""
+    """Run the deploy gate for `candidate` against the champion recorded in `deploy_dir`.
+
+    Attributes:
+        deploy_dir: Deployment folder holding `registry.json` (local or gs://).
+        candidate: Name or location (as passed to `evaluate_models`) of the candidate model.
+        config: The gate's thresholds.
+    """
 
     deploy_dir: str
     candidate: str
@@ -503,10 +520,14 @@ def evaluate_models(
         if history is not None:
             histories[name] = history
     decision = None
+    candidate = None
     if gate is not None:
-        if gate.candidate not in predictions:
+        by_location = {info.path: name for name, info in infos.items()}
+        candidate = gate.candidate if gate.candidate in infos else by_location.get(gate.candidate)
+        if candidate is None:
             raise ValueError(
-                f"gate candidate {gate.candidate!r} is not among the models {sorted(predictions)}"
+                f"gate candidate {gate.candidate!r} is neither the name nor the location of an "
+                f"evaluated model {sorted(infos)}"
             )
 
         def score_champion(record: RegistryRecord) -> float | None:
@@ -516,7 +537,7 @@ def evaluate_models(
             return headline_auc(frame, predictions[CHAMPION])
 
         decision = run_gate(
-            headline_auc(frame, predictions[gate.candidate]),
+            headline_auc(frame, predictions[candidate]),
             gate.deploy_dir,
             gate.config,
             score_champion,
@@ -530,7 +551,7 @@ def evaluate_models(
         config=config,
         command=command,
         gate=decision,
-        candidate=gate.candidate if gate else None,
+        candidate=candidate,
     )
     write_outputs(evaluation, out_dir, histories=histories, labels_dir=labels_dir)
     return evaluation

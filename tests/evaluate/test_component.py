@@ -1,0 +1,164 @@
+"""The evaluate_model component: direct call with real artifacts, and both gate branches of a
+pipeline on kfp.local."""
+
+# No `from __future__ import annotations`: KFP reads the component signatures' real types.
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from kfp import dsl, local
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components.evaluate_model import evaluate_model
+from model.gate import RegistryRecord, write_registry
+
+
+def _outputs(tmp: Path) -> dict:
+    (tmp / "evaluation").mkdir(parents=True)
+    return {
+        "metrics": Metrics(uri=str(tmp / "metrics.json")),
+        "cvr_roc": ClassificationMetrics(uri=str(tmp / "cvr_roc")),
+        "ctcvr_roc": ClassificationMetrics(uri=str(tmp / "ctcvr_roc")),
+        "report": HTML(uri=str(tmp / "report.html")),
+        "evaluation": Dataset(uri=str(tmp / "evaluation")),
+    }
+
+
+def test_python_func_with_real_artifacts(
+    trained_models: dict[str, Path], eval_table: Path, small_world: Path, tmp_path: Path
+) -> None:
+    deploy = tmp_path / "deploy"
+    write_registry(
+        str(deploy),
+        RegistryRecord(
+            model_uri=str(trained_models["naive"]), kind="naive", version="v0", cvr_auc=0.5
+        ),
+    )
+    out = _outputs(tmp_path / "out")
+    result = evaluate_model.python_func(
+        candidate=Model(uri=str(trained_models["hm3"])),
+        baselines=[Model(uri=str(trained_models["naive"]))],
+        data=Dataset(uri=str(eval_table)),
+        labels=Dataset(uri=str(tmp_path / "no-labels")),  # optional content: left out
+        world=Dataset(uri=str(small_world)),
+        deploy_dir=str(deploy),
+        min_cvr_auc=0.0,
+        tolerance=1.0 - 1e-9,  # any candidate is within tolerance of the champion
+        **out,
+    )
+    assert result.decision == "deploy"
+    reasons = json.loads(result.reasons)
+    saved = json.loads((tmp_path / "out" / "evaluation" / "metrics.json").read_text())
+    assert reasons[0].startswith("candidate CVR AUC")
+    # The champion (the naive artifact) is re-scored on the same rows.
+    assert f"champion v0 {saved['naive']['cvr']['auc']:.4f}" in reasons[1]
+    assert set(saved) == {"hm3", "naive", "champion", "oracle"}
+    scalars = out["metrics"].metadata
+    assert scalars["hm3_cvr_auc"] == pytest.approx(saved["hm3"]["cvr"]["auc"], abs=1e-6)
+    assert scalars["oracle_ctr_auc"] > 0.7
+    roc = out["cvr_roc"].metadata
+    assert roc["model"] == "hm3" and roc["task"] == "cvr"
+    points = roc["confidenceMetrics"]
+    assert points[0]["falsePositiveRate"] == 0 and points[-1]["recall"] == 1
+    assert (
+        sum(map(sum, (row["row"] for row in roc["confusionMatrix"]["rows"])))
+        == (saved["hm3"]["cvr"]["rows"])
+    )
+    assert "<h1>HM<sup>3</sup> offline evaluation</h1>" in Path(out["report"].path).read_text()
+    assert out["evaluation"].metadata["decision"] == "deploy"
+    assert out["evaluation"].metadata["champion_version"].startswith("naive-")
+
+
+@dsl.component(base_image="unused")
+def _copy_dir(src: str, out: Output[Model]):
+    """Publish an existing folder as an artifact (stands in for an upstream task)."""
+    import shutil
+
+    shutil.copytree(src, out.path)
+
+
+@dsl.component(base_image="unused")
+def _copy_data(src: str, out: Output[Dataset]):
+    """Publish an existing file or folder as a Dataset artifact."""
+    import shutil
+    from pathlib import Path
+
+    if Path(src).is_dir():
+        shutil.copytree(src, out.path)
+    else:
+        shutil.copyfile(src, out.path)
+
+
+@dsl.component(base_image="unused")
+def _mark(model: Input[Model], marker: str):
+    """Record which branch ran and with which model."""
+    from pathlib import Path
+
+    Path(marker).write_text(model.uri)
+
+
+@dsl.pipeline
+def _gate_pipeline(
+    hm3_dir: str,
+    baseline_dirs: list,
+    table: str,
+    world_dir: str,
+    deploy_dir: str,
+    min_cvr_auc: float,
+    deployed_marker: str,
+    held_marker: str,
+):
+    hm3 = _copy_dir(src=hm3_dir)
+    with dsl.ParallelFor(baseline_dirs) as baseline_dir:
+        baseline = _copy_dir(src=baseline_dir)
+    data = _copy_data(src=table)
+    world = _copy_data(src=world_dir)
+    evaluation = evaluate_model(
+        candidate=hm3.outputs["out"],
+        baselines=dsl.Collected(baseline.outputs["out"]),
+        data=data.outputs["out"],
+        labels=world.outputs["out"],
+        world=world.outputs["out"],
+        deploy_dir=deploy_dir,
+        min_cvr_auc=min_cvr_auc,
+    )
+    with dsl.If(evaluation.outputs["decision"] == "deploy"):
+        _mark(model=hm3.outputs["out"], marker=deployed_marker)
+    with dsl.Else():
+        _mark(model=hm3.outputs["out"], marker=held_marker)
+
+
+@pytest.mark.parametrize(("min_cvr_auc", "branch"), [(0.0, "deployed"), (1.0, "held")])
+def test_pipeline_gate_branches_on_kfp_local(
+    trained_models: dict[str, Path],
+    eval_table: Path,
+    small_world: Path,
+    tmp_path: Path,
+    min_cvr_auc: float,
+    branch: str,
+) -> None:
+    world = tmp_path / "world"
+    world.mkdir()
+    shutil.copyfile(small_world / "truth.parquet", world / "truth.parquet")
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "root"),
+        raise_on_error=True,
+    )
+    _gate_pipeline(
+        hm3_dir=str(trained_models["hm3"]),
+        baseline_dirs=[str(trained_models["naive"])],
+        table=str(eval_table),
+        world_dir=str(world),
+        deploy_dir=str(tmp_path / "deploy"),
+        min_cvr_auc=min_cvr_auc,
+        deployed_marker=str(tmp_path / "deployed"),
+        held_marker=str(tmp_path / "held"),
+    )
+    other = "held" if branch == "deployed" else "deployed"
+    assert (tmp_path / branch).exists() and not (tmp_path / other).exists()
+    gate_files = list((tmp_path / "root").rglob("gate.json"))
+    assert len(gate_files) == 1
+    verdict = json.loads(gate_files[0].read_text())["verdict"]
+    assert verdict == ("deploy" if branch == "deployed" else "hold")
