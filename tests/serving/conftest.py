@@ -149,6 +149,12 @@ class Server:
 
 
 @pytest.fixture(scope="session")
+def max_batch() -> int:
+    """The --max_batch_size the test servers run with."""
+    return MAX_BATCH
+
+
+@pytest.fixture(scope="session")
 def servers(
     artifact: Path, feast_repo: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Server]]:
