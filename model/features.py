@@ -649,54 +649,77 @@ def _source_time_range(store: FeatureStore) -> tuple[datetime, datetime]:
     return min(lows), max(highs)
 
 
+class OnlineFeatureClient:
+    """Reads online features of one feature service; the serving transformer holds one.
+
+    The service is resolved against the registry once, at construction (registry lookups cost
+    tens of milliseconds, more than the online read itself); build a new client after the
+    definitions change.
+    """
+
+    def __init__(self, store: FeatureStore, features: str | Sequence[str] = DEFAULT_SERVICE):
+        """Resolve the service (or `view:feature` references) in `store`'s registry.
+
+        Raises:
+            FeatureReferenceError: Naming the unknown service or reference.
+        """
+        self.store = store
+        self.features = resolve_features(store, features)
+        self.join_keys = _join_keys(store, self.features)
+        self._feast_features = _feast_features(store, features)
+
+    def get(self, rows: Sequence[Mapping[str, Any]]) -> OnlineFeatures:
+        """Online features for a batch of entity rows.
+
+        Args:
+            rows: One mapping per request row holding every join key (user_id, item_id) as int.
+
+        Returns:
+            Values with defaults filled in, and which rows were missing which feature.
+
+        Raises:
+            ValueError: A row lacks a join key or has a non-integer key (names row and key).
+        """
+        entity_rows = []
+        for i, row in enumerate(rows):
+            entity = {}
+            for key in self.join_keys:
+                if key not in row:
+                    raise ValueError(f"row {i}: missing join key {key!r} (have {sorted(row)})")
+                value = row[key]
+                if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                    raise ValueError(f"row {i}: join key {key!r} must be an int, got {value!r}")
+                entity[key] = int(value)
+            entity_rows.append(entity)
+        if not entity_rows:
+            return OnlineFeatures(values={f.name: [] for f in self.features})
+        response = self.store.get_online_features(
+            features=self._feast_features, entity_rows=entity_rows, full_feature_names=False
+        ).to_dict()
+        values: dict[str, list[Any]] = {}
+        missing: dict[str, list[int]] = {}
+        cast = {"int64": int, "float64": float}
+        for f in self.features:
+            out = []
+            for i, value in enumerate(response[f.name]):
+                if value is None or (isinstance(value, float) and np.isnan(value)):
+                    missing.setdefault(f.name, []).append(i)
+                    value = f.default
+                out.append(cast[f.dtype](value))
+            values[f.name] = out
+        return OnlineFeatures(values=values, missing=missing)
+
+
 def online_features(
     store: FeatureStore,
     rows: Sequence[Mapping[str, Any]],
     features: str | Sequence[str] = DEFAULT_SERVICE,
 ) -> OnlineFeatures:
-    """Online features for a batch of entity rows, by feature service (the serving path).
+    """One-off online read by feature service: `OnlineFeatureClient(store, features).get(rows)`.
 
-    Args:
-        store: An applied, materialized store.
-        rows: One mapping per request row holding every join key (user_id, item_id) as int.
-        features: A feature service name or `view:feature` references.
-
-    Returns:
-        Values with defaults filled in, and which rows were missing which feature.
-
-    Raises:
-        ValueError: A row lacks a join key or has a non-integer key (names row and key).
+    A server should keep an `OnlineFeatureClient` instead: this resolves the service each call.
     """
-    infos = resolve_features(store, features)
-    keys = _join_keys(store, infos)
-    entity_rows = []
-    for i, row in enumerate(rows):
-        entity = {}
-        for key in keys:
-            if key not in row:
-                raise ValueError(f"row {i}: missing join key {key!r} (have {sorted(row)})")
-            value = row[key]
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise ValueError(f"row {i}: join key {key!r} must be an int, got {value!r}")
-            entity[key] = int(value)
-        entity_rows.append(entity)
-    if not entity_rows:
-        return OnlineFeatures(values={f.name: [] for f in infos})
-    response = store.get_online_features(
-        features=_feast_features(store, features), entity_rows=entity_rows, full_feature_names=False
-    ).to_dict()
-    values: dict[str, list[Any]] = {}
-    missing: dict[str, list[int]] = {}
-    cast = {"int64": int, "float64": float}
-    for f in infos:
-        out = []
-        for i, value in enumerate(response[f.name]):
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                missing.setdefault(f.name, []).append(i)
-                value = f.default
-            out.append(cast[f.dtype](value))
-        values[f.name] = out
-    return OnlineFeatures(values=values, missing=missing)
+    return OnlineFeatureClient(store, features).get(rows)
 
 
 def report_dict(report: RetrievalReport | MaterializeReport | TableCheck) -> dict[str, Any]:
