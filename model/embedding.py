@@ -21,14 +21,16 @@ class FeatureEmbedding(nn.Module):
     so they travel with the weights.
     """
 
-    def __init__(self, spec: FeatureSpec, dim: int) -> None:
+    def __init__(self, spec: FeatureSpec, dim: int, sparse: bool = False) -> None:
         super().__init__()
         sizes = [f.size for f in spec.categorical]
         offsets = torch.tensor([0, *sizes[:-1]], dtype=torch.int64).cumsum(0) if sizes else None
         self.register_buffer(
             "offsets", offsets if offsets is not None else torch.zeros(0, dtype=torch.int64)
         )
-        self.table = nn.Embedding(max(sum(sizes), 1), dim)
+        # sparse=True: a step's gradient covers only the B * C rows it looked up, so the optimizer
+        # touches those rows instead of the whole table (the main CPU cost at 100k+ buckets).
+        self.table = nn.Embedding(max(sum(sizes), 1), dim, sparse=sparse)
         nn.init.normal_(self.table.weight, std=0.05)
         self.register_buffer(
             "mean", torch.tensor([f.mean for f in spec.dense], dtype=torch.float32)

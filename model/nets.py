@@ -48,9 +48,10 @@ class GraphNet(nn.Module):
         hidden: tuple[int, ...],
         dropout: float,
         loss_weights: Mapping[str, float] | None = None,
+        sparse_embeddings: bool = False,
     ) -> None:
         super().__init__()
-        self.embedding = FeatureEmbedding(spec, embedding_dim)
+        self.embedding = FeatureEmbedding(spec, embedding_dim, sparse=sparse_embeddings)
         self.heads = FusedTowers(self.towers, self.embedding.output_dim, hidden, dropout)
         weights = dict(loss_weights or {})
         unknown = sorted(set(weights) - {s.task for s in self.default_losses})
@@ -63,6 +64,12 @@ class GraphNet(nn.Module):
             LossSpec(s.task, s.label, weights.get(s.task, s.weight), s.where)
             for s in self.default_losses
         )
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(parameters with sparse gradients, all others), for choosing optimizers."""
+        table = self.embedding.table.weight
+        sparse = [table] if self.embedding.table.sparse else []
+        return sparse, [p for p in self.parameters() if not any(p is s for s in sparse)]
 
     def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         """Task logits by name, each (B,), in float32 (also under bf16 autocast)."""
@@ -130,12 +137,16 @@ def build_model(
     hidden: tuple[int, ...],
     dropout: float,
     loss_weights: Mapping[str, float] | None = None,
+    sparse_embeddings: bool = False,
 ) -> GraphNet:
     """A fresh model of the given kind.
+
+    `sparse_embeddings` gives the embedding table sparse gradients (for training; see
+    `model.trainer.make_optimizers`); the forward pass is the same either way.
 
     Raises:
         ValueError: On an unknown kind.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"model kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
-    return MODEL_KINDS[kind](spec, embedding_dim, hidden, dropout, loss_weights)
+    return MODEL_KINDS[kind](spec, embedding_dim, hidden, dropout, loss_weights, sparse_embeddings)

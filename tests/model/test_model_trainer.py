@@ -151,7 +151,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(tiny_table, tmp_path):
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True)
     torch.save(
-        {"config": json.dumps({"other": 1}), "model": {}, "optimizer": {}, "best_model": {},
+        {"config": json.dumps({"other": 1}), "model": {}, "optimizers": [], "best_model": {},
          "state": "{}"},
         ckpt_dir / "last.pt",
     )  # fmt: skip

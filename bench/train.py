@@ -1,0 +1,196 @@
+"""Training speed: our ESMM and HM^3 against torch-rechub's ESMM, same data, dims and loop.
+
+All three train on the same encoded rows of a simulated world (10 sparse features: user_id,
+item_id, position, scene, device and the five categorical user/item features; torch-rechub's
+ESMM takes sparse features only, so dense ones are left out for everyone), with the same
+embedding dim, tower sizes, batch size, Adam (lr 1e-3) and BCE losses (ctr on click, ctcvr on
+buy) in the same hand-written loop. Ours uses its trainer's optimizers (`make_optimizers`:
+SparseAdam on the sparse embedding table, Adam on the rest); the peer uses one Adam over all its
+parameters, as its MTLTrainer does. Its towers add BatchNorm after each hidden layer (its MLP).
+Each model runs in its own process so peak RSS is its own.
+
+Usage:
+    nice -n 10 .venv/bin/python bench/train.py [--rows 300000] [--batch-size 2048] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPARSE = (
+    "user_id", "item_id", "position", "scene", "device",
+    "age_bucket", "gender", "city_tier", "category_id", "brand_id",
+)  # fmt: skip
+MODELS = ("rechub-esmm", "ours-esmm", "ours-hm3")
+
+
+def build_data(rows: int, path: Path) -> None:
+    """A world's impressions with truth labels and as-of user/item features, encoded."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from model import schema
+    from model.encoding import FeatureSpec
+    from model.simulator import WorldConfig, simulate
+
+    world = path.parent / "world"
+    if not (world / "world.json").exists():
+        simulate(WorldConfig(impressions=rows, seed=1), world)
+    imps = pq.read_table(world / "impressions.parquet").to_pandas()
+    truth = pq.read_table(world / "truth.parquet").to_pandas()
+    frame = imps.merge(truth[["impression_id", *schema.LABEL_COLUMNS]], on="impression_id")
+    for name, key in (("users", "user_id"), ("items", "item_id")):
+        snaps = pq.read_table(world / f"{name}.parquet").to_pandas().sort_values("event_timestamp")
+        frame = pd.merge_asof(
+            frame.sort_values("ts"), snaps, left_on="ts", right_on="event_timestamp", by=key
+        ).drop(columns="event_timestamp")
+    kinds = {
+        n: schema.KIND_ID if n in schema.KEY_FEATURES else schema.KIND_CATEGORICAL for n in SPARSE
+    }
+    spec = FeatureSpec.fit(frame, kinds, hash_buckets=100_000)
+    cat, _ = spec.encode(frame)
+    labels = np.stack([frame[c].to_numpy(np.float32) for c in schema.LABEL_COLUMNS], axis=1)
+    np.savez(path, cat=cat, labels=labels, sizes=np.array([f.size for f in spec.categorical]))
+
+
+def run_one(name: str, args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    data = np.load(args.data)
+    cat = torch.from_numpy(data["cat"])
+    labels = torch.from_numpy(data["labels"])
+    sizes = data["sizes"].tolist()
+    click, buy = labels[:, 0], labels[:, 3]
+    hidden = tuple(args.hidden)
+
+    if name == "rechub-esmm":
+        from torch_rechub.basic.features import SparseFeature
+        from torch_rechub.models.multi_task import ESMM
+
+        feats = [
+            SparseFeature(n, s, embed_dim=args.dim) for n, s in zip(SPARSE, sizes, strict=True)
+        ]
+        params = {"dims": list(hidden), "dropout": 0.0, "activation": "relu"}
+        net = ESMM(feats[:1] + feats[5:8], feats[1:2] + feats[2:5] + feats[8:], params, params)
+        order = [0, 5, 6, 7, 1, 2, 3, 4, 8, 9]  # user features, then item features (its concat)
+
+        def step_loss(idx: torch.Tensor) -> torch.Tensor:
+            x = {SPARSE[j]: cat[idx, j] for j in order}
+            out = net(x)  # columns: cvr, ctr, ctcvr (probabilities)
+            return F.binary_cross_entropy(out[:, 1], click[idx]) + F.binary_cross_entropy(
+                out[:, 2], buy[idx]
+            )
+    else:
+        from model.encoding import FeatureInfo, FeatureSpec
+        from model.losses import multitask_loss
+        from model.nets import build_model
+
+        spec = FeatureSpec(
+            tuple(FeatureInfo(n, "categorical", size=s) for n, s in zip(SPARSE, sizes, strict=True))
+        )
+        kind = name.split("-")[1]
+        net = build_model(kind, spec, args.dim, hidden, 0.0, sparse_embeddings=True)
+        empty = torch.zeros(args.batch_size, 0)
+        label_names = ("click", "d_micro", "d_macro", "buy")
+
+        def step_loss(idx: torch.Tensor) -> torch.Tensor:
+            lab = {n: labels[idx, i] for i, n in enumerate(label_names)}
+            loss, _ = multitask_loss(net(cat[idx], empty[: len(idx)]), lab, net.losses)
+            return loss
+
+    if name == "rechub-esmm":
+        optimizers = [torch.optim.Adam(net.parameters(), lr=1e-3)]  # as its MTLTrainer does
+    else:
+        from model.trainer import TrainConfig, make_optimizers
+
+        optimizers = make_optimizers(TrainConfig(optimizer="adam", lr=1e-3), net)
+    net.train()
+    perm = torch.randperm(len(cat), generator=torch.Generator().manual_seed(0))
+    batches = [
+        perm[i : i + args.batch_size]
+        for i in range(0, len(perm) - args.batch_size + 1, args.batch_size)
+    ]
+    warm = 5
+    losses = []
+    for i, idx in enumerate(batches[: warm + args.steps]):
+        if i == warm:
+            started = time.perf_counter()
+        loss = step_loss(idx)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        losses.append(float(loss))
+    seconds = time.perf_counter() - started
+    timed = min(args.steps, len(batches) - warm)
+    return {
+        "model": name,
+        "samples_per_s": timed * args.batch_size / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "params": sum(p.numel() for p in net.parameters()),
+        "final_loss": sum(losses[-10:]) / 10,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--dim", type=int, default=16)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 128, 64])
+    parser.add_argument("--steps", type=int, default=100, help="Timed steps after 5 warm-up steps.")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--one", choices=MODELS, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.one:
+        print(json.dumps(run_one(args.one, args)))
+        return
+    data = ROOT / ".bench" / "train" / f"data-{args.rows}.npz"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    if not data.exists():
+        build_data(args.rows, data)
+    results = []
+    for name in MODELS:
+        cmd = [sys.executable, __file__, "--one", name, "--data", str(data)]
+        for flag in ("rows", "batch_size", "dim", "steps", "threads"):
+            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        cmd += ["--hidden", *map(str, args.hidden)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    peer = results[0]["samples_per_s"]
+    print(
+        f"\n{args.rows:,} rows, batch {args.batch_size}, embedding {args.dim}, towers "
+        f"{'-'.join(map(str, args.hidden))}, Adam, {args.threads} thread(s), "
+        f"{args.steps} timed steps\n"
+    )
+    print(
+        "| model | samples/s | vs torch-rechub ESMM | peak RSS (MB) | parameters "
+        "| loss (last 10 steps) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['model']} | {r['samples_per_s']:,.0f} | {r['samples_per_s'] / peer:.2f}x | "
+            f"{r['peak_rss_mb']:,.0f} | {r['params']:,} | {r['final_loss']:.4f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
