@@ -2,9 +2,10 @@
 
 All functions take plain NumPy arrays, validate them at the edge (a bad row is named by index)
 and run in O(n log n). AUC is the Mann-Whitney statistic: the probability that a random positive
-scores above a random negative, counting a tie as one half. Tied scores are handled by grouping
-equal scores after one sort, which gives exactly the average-rank result (and scikit-learn's
-`roc_auc_score`) without materializing ranks.
+scores above a random negative, counting a tie as one half. It is computed from the sorted
+scores of each class (binary search of every positive among the negatives, left and right for
+ties), which equals the average-rank formula and scikit-learn's `roc_auc_score` exactly, without
+materializing ranks. ROC curves and GAUC group equal scores after one sort instead.
 """
 
 from __future__ import annotations
@@ -85,12 +86,16 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
         raise MetricError(
             f"AUC is undefined with a single label class ({n_pos} positives, {n_neg} negatives)"
         )
-    _, pos, counts = _tie_groups(y, s)
-    neg = counts - pos
-    neg_below = np.cumsum(neg) - neg
-    # Twice the Mann-Whitney U in exact integers: each positive beats the negatives below its
-    # score (2 each) and ties with the negatives at its score (1 each).
-    u2 = int(np.sum(pos * (2 * neg_below + neg)))
+    positive = y == 1
+    # Sorting the two classes' scores separately (a plain sort, no argsort and gathers) and
+    # locating each positive among the negatives is several times faster than ranking all rows.
+    neg = np.sort(s[~positive])
+    pos = np.sort(s[positive])  # sorted queries make the binary searches cache-friendly
+    below = np.searchsorted(neg, pos, side="left")  # negatives strictly below each positive
+    below_or_tied = np.searchsorted(neg, pos, side="right")
+    # Twice the Mann-Whitney U in exact integers: a positive scores 2 per negative below it and
+    # 1 per negative tied with it, i.e. below + below_or_tied.
+    u2 = int(below.sum(dtype=np.int64) + below_or_tied.sum(dtype=np.int64))
     return u2 / (2.0 * n_pos * n_neg)
 
 
