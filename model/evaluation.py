@@ -636,7 +636,7 @@ def _style(name: str) -> dict[str, Any]:
 
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 
