@@ -153,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--enable_grpc false, as KServe's gRPC server always binds every interface).",
     )
     parser.add_argument(
+        "--torch-threads",
+        "--torch_threads",
+        dest="torch_threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads per process: requests are small and concurrent, so one "
+        "thread each avoids oversubscription (scale with replicas or --workers instead).",
+    )
+    parser.add_argument(
         "--exported-program",
         "--exported_program",
         dest="exported_program",
@@ -187,6 +196,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
             predictor_host=args.predictor_host,
             predictor_protocol=args.predictor_protocol,
         )
+        if args.torch_threads < 1:
+            raise ValueError(f"--torch_threads must be >= 1, got {args.torch_threads}")
         if args.bind_host != ANY_HOST and (args.workers != 1 or args.enable_grpc):
             raise ValueError(
                 f"--bind_host {args.bind_host} needs --workers 1 and --enable_grpc false"
@@ -333,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from kserve.model_server import app
     from kserve.predictor_config import PredictorConfig
 
+    if options.model_dir:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     model = build_model(options)
     model.load()
     app.add_middleware(BodyLimitMiddleware, max_bytes=options.config.max_body_bytes)
