@@ -194,3 +194,30 @@ def test_evaluate_models_rejects_duplicate_names(
 ) -> None:
     with pytest.raises(ValueError, match="'hm3' is used twice"):
         evaluate_models([str(trained_models["hm3"])] * 2, str(eval_table), tmp_path)
+
+
+def test_load_eval_frame_split_folder_and_truth_coverage(
+    eval_table: Path, small_world: Path, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    from model.evaluation import load_eval_frame
+
+    frame, info = load_eval_frame(str(eval_table), EvalConfig(), str(small_world / "truth.parquet"))
+    total = pq.ParquetFile(eval_table).metadata.num_rows
+    assert info.rows == len(frame) and 0.1 * total < info.rows < 0.2 * total  # the last ~15%
+    assert frame["ts"].min() >= pq.read_table(eval_table)["ts"].to_pandas().quantile(0.8)
+    assert frame["p_click"].notna().all()
+    # A folder of Parquet parts (plus a manifest) reads as one table.
+    folder = tmp_path / "table"
+    folder.mkdir()
+    table = pq.read_table(eval_table)
+    pq.write_table(table.slice(0, 1000), folder / "part-0.parquet")
+    pq.write_table(table.slice(1000, 500), folder / "part-1.parquet")
+    (folder / "MANIFEST.json").write_text("{}")
+    assert load_eval_frame(str(folder), EvalConfig(split="all"))[1].rows == 1500
+    # Truth missing for some evaluated impressions: an error with the count and an example.
+    truth = pq.read_table(small_world / "truth.parquet")
+    pq.write_table(truth.slice(0, 100), tmp_path / "truth.parquet")
+    with pytest.raises(ValueError, match=r"no truth for 1400 of 1500 evaluated impressions"):
+        load_eval_frame(str(folder), EvalConfig(split="all"), str(tmp_path / "truth.parquet"))
