@@ -486,15 +486,20 @@ def historical_features(
 
 
 def _join_keys(store: FeatureStore, infos: Sequence[FeatureInfo]) -> list[str]:
+    """Join keys of the batch views behind `infos`, on-demand views' sources included."""
     views = {v.name: v for v in store.list_feature_views()}
-    keys: list[str] = []
+    on_demand = {v.name: v for v in store.list_on_demand_feature_views()}
+    names: list[str] = []
     for view in dict.fromkeys(f.view for f in infos):
-        if view in views:
-            for column in views[view].entity_columns:
-                if column.name not in keys:
-                    keys.append(column.name)
-    if not keys:  # only on-demand features: they still read the batch views they depend on
-        keys = ["user_id", "item_id"]
+        if view in on_demand:
+            names.extend(on_demand[view].source_feature_view_projections)
+        else:
+            names.append(view)
+    keys: list[str] = []
+    for name in dict.fromkeys(names):
+        for column in views[name].entity_columns:
+            if column.name not in keys:
+                keys.append(column.name)
     return keys
 
 
@@ -540,10 +545,11 @@ def retrieve_historical(
     ).to_pandas()
     frame, infos, filled = historical_features(store, entities, features)
     frame = frame[["impression_id", *(f.name for f in infos)]]
-    write_features(frame, infos, out_path, features if isinstance(features, str) else "adhoc")
+    service = features if isinstance(features, str) else "adhoc"
+    write_features(frame, infos, out_path, service)
     report = RetrievalReport(
         out=str(out_path),
-        service=features if isinstance(features, str) else "adhoc",
+        service=service,
         rows=len(frame),
         features=[f.name for f in infos],
         filled=filled,

@@ -123,3 +123,15 @@ def test_impressions_without_ts_column(tmp_path, store):
     pq.write_table(pa.table({"impression_id": ["a"], "user_id": [1], "item_id": [1]}), path)
     with pytest.raises(schema.SchemaError, match="missing column 'ts'"):
         features.retrieve_historical(store, str(path), str(tmp_path / "f.parquet"))
+
+
+def test_on_demand_only_reference_needs_the_source_keys(store):
+    """An on-demand feature alone still needs the keys of the views it reads."""
+    with pytest.raises(ValueError, match="missing column 'item_id'"):
+        features.historical_features(
+            store, frame().drop(columns="item_id"), ["price_to_user_spend:price_to_user_spend"]
+        )
+    out, _, _ = features.historical_features(
+        store, frame(), ["price_to_user_spend:price_to_user_spend"]
+    )
+    assert list(out.columns)[-1] == "price_to_user_spend"

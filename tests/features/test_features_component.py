@@ -115,3 +115,18 @@ def test_cli_errors_are_clear(tmp_path, small_world):
     )
     assert result.exit_code == 2
     assert "online_store must be one of" in result.output
+
+
+def test_component_compiles_with_typed_artifacts(tmp_path):
+    import yaml
+    from kfp import compiler
+
+    path = tmp_path / "retrieve_features.yaml"
+    compiler.Compiler().compile(retrieve_features, str(path))
+    spec = yaml.safe_load(path.read_text())
+    inputs = spec["root"]["inputDefinitions"]
+    outputs = spec["root"]["outputDefinitions"]["artifacts"]
+    assert inputs["artifacts"]["world"]["artifactType"]["schemaTitle"] == "system.Dataset"
+    assert inputs["parameters"]["feature_service"]["defaultValue"] == "hm3_v1"
+    assert outputs["features"]["artifactType"]["schemaTitle"] == "system.Dataset"
+    assert outputs["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
