@@ -49,7 +49,8 @@ def build_labels(
     for node, count in report.nodes.items():
         label_stats.log_metric(f"n_{node}", count)
     for edge, entry in report.edges.items():
-        label_stats.log_metric(f"rate_{edge.replace('>', '_to_')}", entry["rate"])
+        if entry["rate"] is not None:  # None: the edge's source node is empty
+            label_stats.log_metric(f"rate_{edge.replace('>', '_to_')}", entry["rate"])
     for table_name, reasons in report.quarantine.items():
         label_stats.log_metric(f"quarantined_{table_name}", sum(reasons.values()))
     svg = Path(labels.path, GRAPH_FILE).read_text()

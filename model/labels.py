@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model import schema, storage
@@ -305,7 +306,10 @@ def _validate(files: list[str], contract: Any, sources: list[str]) -> int:
     """Check every file's columns against the contract; return the total row count."""
     rows = 0
     for path, source in zip(files, sources, strict=True):
-        meta = pq.ParquetFile(path)
+        try:
+            meta = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as err:
+            raise schema.SchemaError(f"{source}: not a readable Parquet file ({err})") from err
         schema.validate_columns(meta.schema_arrow, contract, source=source)
         rows += meta.metadata.num_rows
     return rows

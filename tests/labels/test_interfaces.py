@@ -195,3 +195,12 @@ def test_cli(small_world: Path, tmp_path: Path, reference: Path) -> None:
     )
     assert result.exit_code == 2
     assert "unknown label config key(s) ['click_window']" in result.output
+
+
+def test_unreadable_file_is_named(small_world: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "events"
+    folder.mkdir()
+    (folder / "day=2026-10-01.parquet").write_bytes((small_world / "events.parquet").read_bytes())
+    (folder / "day=2026-10-02.parquet").write_text("not parquet")
+    with pytest.raises(schema.SchemaError, match=r"day=2026-10-02.parquet: not a readable Parquet"):
+        build_labels(small_world / "impressions.parquet", folder, tmp_path / "out")
