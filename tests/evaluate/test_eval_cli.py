@@ -41,8 +41,9 @@ def test_cli_evaluate_with_gate(
     saved = json.loads((out / "metrics.json").read_text())
     assert list(saved) == ["hm3", "base", "oracle"]
     assert summary["auc"]["hm3"]["cvr"] == round(saved["hm3"]["cvr"]["auc"], 4)
-    assert json.loads((out / "gate.json").read_text())["candidate_cvr_auc"] == (
-        saved["hm3"]["cvr"]["auc"]
+    assert (
+        json.loads((out / "gate.json").read_text())["candidate_cvr_auc"]
+        == (saved["hm3"]["cvr"]["auc"])
     )
     assert "evaluate --model" in (out / "report.html").read_text()
 
