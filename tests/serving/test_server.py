@@ -316,8 +316,8 @@ def test_servers_keep_serving_after_bad_input(servers: dict[str, Server], versio
 
 # Load: 32 concurrent clients, bounded in requests and time; zero 5xx; bounded memory growth.
 CLIENTS = 32
-REQUESTS_PER_CLIENT = 15
-LOAD_DEADLINE_S = 40.0
+REQUESTS_PER_CLIENT = 10
+LOAD_DEADLINE_S = 20.0
 RSS_GROWTH_BOUND_MB = 64.0
 
 
@@ -364,7 +364,7 @@ def test_load_32_concurrent_clients_no_5xx_bounded_memory(
         t.join()
     elapsed = time.monotonic() - start
     after = {s: _rss_mb(s.proc.pid) for s in (transformer, predictor)}
-    assert len(statuses) >= CLIENTS * 5, f"only {len(statuses)} requests in {elapsed:.1f} s"
+    assert len(statuses) >= CLIENTS * 2, f"only {len(statuses)} requests in {elapsed:.1f} s"
     assert not [c for c in statuses if c >= 500]
     assert set(statuses) <= {200, 400}
     for server in (transformer, predictor):
