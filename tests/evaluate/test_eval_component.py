@@ -162,3 +162,30 @@ def test_pipeline_gate_branches_on_kfp_local(
     assert len(gate_files) == 1
     verdict = json.loads(gate_files[0].read_text())["verdict"]
     assert verdict == ("deploy" if branch == "deployed" else "hold")
+
+
+def test_pipeline_compiles_with_condition_on_decision(tmp_path: Path) -> None:
+    import yaml
+    from kfp import compiler
+
+    package = tmp_path / "gate.yaml"
+    compiler.Compiler().compile(_gate_pipeline, str(package))
+    spec = yaml.safe_load(package.read_text())
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert any(image.startswith("ghcr.io/hm3/hm3:") for image in images)
+    conditions: list[str] = []
+
+    def collect(node: object) -> None:  # If/Else sit in a nested condition-branches DAG
+        if isinstance(node, dict):
+            if "triggerPolicy" in node:
+                conditions.append(node["triggerPolicy"]["condition"])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(spec)
+    conditions.sort()
+    decision = "inputs.parameter_values['pipelinechannel--evaluate-model-decision']"
+    assert conditions == [f"!({decision} == 'deploy')", f"{decision} == 'deploy'"]
