@@ -161,6 +161,8 @@ def main() -> None:
 
     from model.artifact import load_model
 
+    # Same thread count as the server (`--torch_threads 1`), so the floor is comparable.
+    torch.set_num_threads(1)
     model = load_model(artifact)
     results: dict[tuple[str, int], np.ndarray] = {}
     for batch in (1, 100):
