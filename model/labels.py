@@ -650,7 +650,7 @@ def _write_labels(con: Any, path: Path) -> None:
                              || CASE WHEN g.buy THEN '>buy' ELSE '' END END AS path
             FROM imp_ok i LEFT JOIN graph g USING (impression_id)
             ORDER BY i.ts_us, i.impression_id
-        ) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)
+        ) TO '{tmp}' (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 1000000)
         """
     )
     os.replace(tmp, path)
