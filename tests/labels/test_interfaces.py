@@ -204,3 +204,26 @@ def test_unreadable_file_is_named(small_world: Path, tmp_path: Path) -> None:
     (folder / "day=2026-10-02.parquet").write_text("not parquet")
     with pytest.raises(schema.SchemaError, match=r"day=2026-10-02.parquet: not a readable Parquet"):
         build_labels(small_world / "impressions.parquet", folder, tmp_path / "out")
+
+
+def test_component_on_kfp_local(small_world: Path, tmp_path: Path, reference: Path) -> None:
+    from kfp import local
+
+    from components.build_labels import build_labels as component
+
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "root"),
+        raise_on_error=True,
+    )
+
+    @dsl.pipeline
+    def labels_only():  # kfp reads a return annotation as an output type
+        world = dsl.importer(artifact_uri=str(small_world), artifact_class=dsl.Dataset)
+        component(world=world.output)
+
+    labels_only()
+    (out,) = (tmp_path / "root").glob("labels-only-*/build-labels/labels")
+    _same_outputs(out, reference)
+    (page,) = (tmp_path / "root").glob("labels-only-*/build-labels/label_graph")
+    assert "<svg" in page.read_text()
