@@ -26,7 +26,7 @@ KINDS = ("naive", "esmm", "esm2", "hm3")
 METRICS = (("cvr", "auc"), ("ctcvr", "auc"), ("ctr", "auc"), ("cvr", "gauc"), ("cvr", "logloss"))
 
 
-def prepare(world_dir: Path, impressions: int, seed: int, micro_signal: float) -> Path:
+def prepare(world_dir: Path, args: argparse.Namespace) -> Path:
     from model.dataset import join_training_table
     from model.features import retrieve_world
     from model.labels import build_labels
@@ -37,9 +37,14 @@ def prepare(world_dir: Path, impressions: int, seed: int, micro_signal: float) -
         return table
     t0 = time.perf_counter()
     if not (world_dir / "world.json").exists():
-        simulate(
-            WorldConfig(impressions=impressions, seed=seed, micro_signal=micro_signal), world_dir
+        world = WorldConfig(
+            impressions=args.impressions,
+            seed=args.world_seed,
+            micro_signal=args.micro_signal,
+            users=args.users,
+            items=args.items,
         )
+        simulate(world, world_dir)
     t1 = time.perf_counter()
     build_labels(
         world_dir / "impressions.parquet", world_dir / "events.parquet", world_dir / "labels"
@@ -144,14 +149,20 @@ def main() -> None:
     parser.add_argument("--impressions", type=int, default=2_000_000)
     parser.add_argument("--world-seed", type=int, default=0)
     parser.add_argument("--micro-signal", type=float, default=1.0)
+    parser.add_argument(
+        "--users", type=int, default=50_000, help="World users (simulator default)."
+    )
+    parser.add_argument(
+        "--items", type=int, default=10_000, help="World items (simulator default)."
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 64, 32])
+    parser.add_argument("--dim", type=int, default=12)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 32])
     parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "quality")
     args = parser.parse_args()
@@ -159,7 +170,9 @@ def main() -> None:
 
     kinds = args.kinds.split(",")
     world_dir = args.out / f"world-{args.impressions}-s{args.world_seed}-micro{args.micro_signal:g}"
-    tbl = prepare(world_dir, args.impressions, args.world_seed, args.micro_signal)
+    if (args.users, args.items) != (50_000, 10_000):
+        world_dir = world_dir.with_name(f"{world_dir.name}-u{args.users}-i{args.items}")
+    tbl = prepare(world_dir, args)
     records = [
         run(world_dir, tbl, kind, seed, args) for seed in range(args.seeds) for kind in kinds
     ]
