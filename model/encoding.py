@@ -139,9 +139,11 @@ class FeatureSpec:
                 raw = ids.fillna(0).to_numpy().astype(np.int64)
                 cat[:, j] = np.where(known, 1 + np.mod(raw, f.size - 1), UNKNOWN_INDEX)
             else:
-                codes = pd.Categorical(
-                    col.map(_plain, na_action="ignore"), categories=list(f.vocabulary)
-                ).codes
+                # Integer and string columns match the vocabulary as they are; anything else
+                # (floats from nullable ints, numpy scalars in objects) goes through _plain.
+                plain = col.dtype.kind in "iuO" or isinstance(col.dtype, pd.StringDtype)
+                values = col if plain else col.map(_plain, na_action="ignore")
+                codes = pd.Categorical(values, categories=list(f.vocabulary)).codes
                 cat[:, j] = codes.astype(np.int64) + 1  # unknown (-1) -> 0
         dense = np.empty((n, len(self.dense)), dtype=np.float32)
         for j, f in enumerate(self.dense):
