@@ -38,7 +38,9 @@ def evaluate_model(
     tolerance: float = 0.002,
     split: str = "test",
     gauc_weight: str = "impressions",
-) -> NamedTuple("GateOutputs", [("decision", str), ("reasons", str)]):  # noqa: UP014
+) -> NamedTuple(  # noqa: UP014
+    "GateOutputs", [("decision", str), ("reasons", str), ("cvr_auc", float)]
+):
     """Evaluate the candidate and baselines on the same held-out rows; decide on deployment.
 
     Args:
@@ -62,6 +64,7 @@ def evaluate_model(
     Returns:
         decision: "deploy" or "hold".
         reasons: JSON list of the gate's reasons.
+        cvr_auc: The candidate's CVR AUC (recorded with the champion on deployment).
     """
     import json
     import shutil
@@ -120,5 +123,21 @@ def evaluate_model(
             "champion_cvr_auc": decision.champion_cvr_auc,
         }
     )
-    outputs = namedtuple("GateOutputs", ["decision", "reasons"])
-    return outputs(decision.verdict, json.dumps(list(decision.reasons)))
+    outputs = namedtuple("GateOutputs", ["decision", "reasons", "cvr_auc"])
+    cvr_auc = decision.candidate_cvr_auc
+    return outputs(
+        decision.verdict, json.dumps(list(decision.reasons)), float(cvr_auc or float("nan"))
+    )
+
+
+@dsl.component(base_image=HM3_IMAGE, install_kfp_package=False)
+def gate_decision(evaluation: Input[Dataset]) -> str:
+    """The gate's verdict ("deploy" or "hold") from the evaluation folder's gate.json.
+
+    A single-output component drives `dsl.If`: kfp.local (2.17.3) cannot resolve a condition on
+    one field of a NamedTuple output and silently skips the branch (see PR #13313).
+    """
+    import json
+    from pathlib import Path
+
+    return json.loads(Path(evaluation.path, "gate.json").read_text())["verdict"]

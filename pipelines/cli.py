@@ -162,6 +162,48 @@ def labels(
 
 
 @app.command()
+def run(
+    impressions: Annotated[int, typer.Option(help="Size of the simulated world.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Seed of the world and of training.")] = 0,
+    micro_signal: Annotated[
+        float, typer.Option(help="How much D-Micro raises macro and purchase odds.")
+    ] = 1.0,
+    out: Annotated[Path, typer.Option(help="Output folder of the run.")] = Path("out"),
+    keep_serving: Annotated[
+        bool, typer.Option(help="Keep the local KServe endpoint up until Ctrl-C.")
+    ] = False,
+    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 2,
+    min_cvr_auc: Annotated[float, typer.Option(help="Deploy gate: minimum CVR AUC.")] = 0.55,
+) -> None:
+    """Run the whole pipeline on kfp.local and serve the winner on a local KServe endpoint.
+
+    Simulates a world, builds graph labels, retrieves Feast features point in time, trains
+    HM^3, ESM^2, ESMM and naive CVR, evaluates them with the deploy gate and, if it passes,
+    deploys HM^3 on a loopback KServe server and prints one prediction. OUT then holds
+    metrics.json, report.html, models/<kind>/, labels/, features/, deployment/ and kfp/ (the
+    KFP local run's own outputs).
+    """
+    from pipelines.local_run import LocalRunConfig, run_local
+    from pipelines.summary import print_summary, serve_until_interrupted
+
+    try:
+        cfg = LocalRunConfig(
+            out=out,
+            impressions=impressions,
+            seed=seed,
+            micro_signal=micro_signal,
+            epochs=epochs,
+            min_cvr_auc=min_cvr_auc,
+        )
+    except ValueError as err:
+        raise _fail(str(err)) from err
+    result = run_local(cfg)
+    print_summary(result)
+    if keep_serving:
+        serve_until_interrupted(result.out / "models" / "hm3")
+
+
+@app.command()
 def compile(  # noqa: A001 - the subcommand is called compile
     out: Annotated[Path, typer.Option(help="Where to write the pipeline IR YAML.")] = Path(
         "hm3_pipeline.yaml"

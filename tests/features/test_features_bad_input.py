@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import T0, TIMELINE_USERS, applied_store, users_table
+from feature_helpers import T0, TIMELINE_USERS, applied_store, users_table
 
 from model import features, schema
 

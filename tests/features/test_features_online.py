@@ -6,7 +6,7 @@ import uuid
 
 import pandas as pd
 import pytest
-from conftest import DAY, T0, applied_store
+from feature_helpers import DAY, T0, applied_store
 
 from model import features
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import DAY, T0, applied_store
+from feature_helpers import DAY, T0, applied_store
 
 from model import features
 

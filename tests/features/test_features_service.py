@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from conftest import applied_store
+from feature_helpers import applied_store
 
 from feature_repo import definitions
 from feature_repo.feature_services import HM3_V1
@@ -53,7 +53,7 @@ def test_retrieved_table_carries_kinds_metadata(tmp_path, timeline):
     store = applied_store(tmp_path / "repo", timeline)
     impressions = tmp_path / "impressions.parquet"
     import pyarrow as pa
-    from conftest import T0
+    from feature_helpers import T0
 
     pq.write_table(
         pa.Table.from_pylist(

@@ -1,0 +1,122 @@
+"""Run the pipeline on kfp.local (SubprocessRunner) and lay its outputs out for people.
+
+`run_local` executes the same pipeline function that `hm3 compile` compiles, then copies the
+outputs from the KFP local pipeline root into a stable layout under `out`:
+`metrics.json`, `report.html`, `models/<kind>/`, `labels/`, `features/`, `deployment/` and the
+KFP local run itself under `kfp/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalRunConfig:
+    """Options of a local run; the pipeline parameters they map to are named alongside."""
+
+    out: Path = Path("out")
+    impressions: int = 200_000
+    seed: int = 0
+    micro_signal: float = 1.0
+    users: int = 20_000
+    items: int = 4_000
+    epochs: int = 2
+    min_cvr_auc: float = 0.55
+    train_overrides: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.impressions < 1_000:
+            raise ValueError(f"impressions must be >= 1000, got {self.impressions}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+
+
+@dataclass
+class LocalRunResult:
+    """Where the outputs landed and what the run decided."""
+
+    out: Path
+    run_dir: Path
+    decision: str
+    reasons: list[str]
+    deployment: dict[str, object] | None
+
+
+def run_local(cfg: LocalRunConfig) -> LocalRunResult:
+    """Execute the whole pipeline locally and collect its outputs under `cfg.out`."""
+    from kfp import local
+
+    from pipelines.pipeline import create_pipeline
+
+    out = cfg.out.resolve()
+    root = out / "kfp"
+    root.mkdir(parents=True, exist_ok=True)
+    before = set(root.iterdir())
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        raise_on_error=True,
+    )
+    train_config = {"epochs": cfg.epochs, "seed": cfg.seed, "threads": 1} | cfg.train_overrides
+    create_pipeline()(
+        deploy_dir=str(out / "deployment"),
+        impressions=cfg.impressions,
+        seed=cfg.seed,
+        micro_signal=cfg.micro_signal,
+        users=cfg.users,
+        items=cfg.items,
+        train_config_json=json.dumps(train_config),
+        min_cvr_auc=cfg.min_cvr_auc,
+    )
+    new = sorted(set(root.iterdir()) - before)
+    if len(new) != 1:
+        raise RuntimeError(f"expected one new run folder under {root}, found {new}")
+    return collect_outputs(new[0], out)
+
+
+def _task_dirs(run_dir: Path, prefix: str) -> list[Path]:
+    return sorted(p for p in run_dir.rglob(f"{prefix}*") if p.is_dir())
+
+
+def _copy(src: Path, dest: Path) -> None:
+    if dest.exists():
+        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+    if src.is_dir():
+        shutil.copytree(src, dest)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+
+
+def collect_outputs(run_dir: Path, out: Path) -> LocalRunResult:
+    """Copy a finished local run's artifacts into the documented layout under `out`."""
+    for task, output, name in (
+        ("build-labels", "labels", "labels"),
+        ("retrieve-features", "features", "features"),
+    ):
+        (task_dir,) = _task_dirs(run_dir, task)
+        _copy(task_dir / output, out / name)
+    for config in run_dir.rglob("model/config.json"):
+        kind = json.loads(config.read_text())["kind"]
+        _copy(config.parent, out / "models" / kind)
+    (evaluation_dir,) = _task_dirs(run_dir, "evaluate-model")
+    _copy(evaluation_dir / "evaluation" / "metrics.json", out / "metrics.json")
+    _copy(evaluation_dir / "report", out / "report.html")
+    gate = json.loads((evaluation_dir / "evaluation" / "gate.json").read_text())
+    deployment = None
+    for path in run_dir.rglob("deploy-model*/deployment"):
+        deployment = json.loads(path.read_text())
+    return LocalRunResult(
+        out=out,
+        run_dir=run_dir,
+        decision=gate.get("verdict", gate.get("decision", "")),
+        reasons=list(gate.get("reasons", [])),
+        deployment=deployment,
+    )

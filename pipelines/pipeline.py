@@ -1,0 +1,105 @@
+"""The one HM^3 pipeline factory; runners (kfp.local, compile, submit) only choose where it runs.
+
+DAG: load_logs -> (build_labels || retrieve_features) -> join_training_table ->
+train_model for HM^3 and each baseline in parallel -> evaluate_model (deploy gate) ->
+dsl.If(decision == "deploy") -> deploy_model.
+"""
+
+from collections.abc import Callable
+
+from kfp import dsl
+
+from components.build_labels import build_labels
+from components.deploy_model import deploy_model
+from components.evaluate_model import evaluate_model, gate_decision
+from components.load_logs import load_logs
+from components.retrieve_features import retrieve_features
+from components.train_model import join_training_table, request_gpus, train_model
+
+PIPELINE_NAME = "hm3-cvr"
+CANDIDATE_KIND = "hm3"
+BASELINE_KINDS = ["esm2", "esmm", "naive"]
+
+
+def create_pipeline(use_gpu: bool = False, gpus: int = 1) -> Callable[..., object]:
+    """Build the pipeline function.
+
+    Args:
+        use_gpu: Request `gpus` NVIDIA GPUs for every training task (fixed at compile time,
+            since a pod's resources are part of the compiled spec).
+        gpus: GPUs per training task when `use_gpu`; the trainer runs DDP over them.
+    """
+
+    def _train(table, kind, config_json) -> dsl.PipelineTask:  # noqa: ANN001
+        task = train_model(table=table, model_kind=kind, config_json=config_json)
+        task.set_display_name("train").set_cpu_request("2").set_memory_request("8Gi")
+        if use_gpu:
+            request_gpus(task, gpus)
+        return task
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="HM^3 CVR: labels from raw logs, Feast features, HM^3 and baselines, "
+        "evaluation with a deploy gate, KServe deployment.",
+    )
+    def hm3_pipeline(
+        deploy_dir: str,
+        source_uri: str = "",
+        impressions: int = 200_000,
+        seed: int = 0,
+        micro_signal: float = 1.0,
+        macro_signal: float = 1.5,
+        users: int = 20_000,
+        items: int = 4_000,
+        days: int = 14,
+        label_config_json: str = "{}",
+        train_config_json: str = "{}",
+        min_cvr_auc: float = 0.6,
+        auc_tolerance: float = 0.002,
+        deploy_mode: str = "local",
+        canary_traffic_percent: int = 100,
+    ) -> None:
+        logs = load_logs(
+            source_uri=source_uri,
+            impressions=impressions,
+            seed=seed,
+            micro_signal=micro_signal,
+            macro_signal=macro_signal,
+            users=users,
+            items=items,
+            days=days,
+        ).set_display_name("load raw logs")
+        labels = build_labels(
+            world=logs.outputs["world"], config_json=label_config_json
+        ).set_display_name("build graph labels")
+        features = retrieve_features(world=logs.outputs["world"]).set_display_name(
+            "retrieve Feast features"
+        )
+        table = join_training_table(
+            labels=labels.outputs["labels"], features=features.outputs["features"]
+        ).set_display_name("join labels and features")
+        candidate = _train(table.outputs["table"], CANDIDATE_KIND, train_config_json)
+        with dsl.ParallelFor(BASELINE_KINDS, name="baselines") as kind:
+            baseline = _train(table.outputs["table"], kind, train_config_json)
+        evaluation = evaluate_model(
+            candidate=candidate.outputs["model"],
+            baselines=dsl.Collected(baseline.outputs["model"]),
+            data=table.outputs["table"],
+            labels=labels.outputs["labels"],
+            world=logs.outputs["world"],
+            deploy_dir=deploy_dir,
+            min_cvr_auc=min_cvr_auc,
+            tolerance=auc_tolerance,
+        ).set_display_name("evaluate and gate")
+        decision = gate_decision(evaluation=evaluation.outputs["evaluation"])
+        decision.set_display_name("gate decision")
+        with dsl.If(decision.output == "deploy", name="gate-passed"):
+            deploy_model(
+                model=candidate.outputs["model"],
+                deploy_dir=deploy_dir,
+                cvr_auc=evaluation.outputs["cvr_auc"],
+                mode=deploy_mode,
+                canary_traffic_percent=canary_traffic_percent,
+            ).set_display_name("deploy on KServe").set_caching_options(False)
+
+    return hm3_pipeline
