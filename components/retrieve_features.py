@@ -6,7 +6,7 @@ from kfp.dsl import Dataset, Input, Metrics, Output
 from components.images import HM3_IMAGE
 
 
-@dsl.component(base_image=HM3_IMAGE)
+@dsl.component(base_image=HM3_IMAGE, install_kfp_package=False)
 def retrieve_features(
     world: Input[Dataset],
     features: Output[Dataset],

@@ -9,7 +9,8 @@ import pytest
 from kfp import dsl
 from kserve import V1beta1InferenceService
 
-from components.deploy_model import DeployConfig, deploy_model, inference_service
+from components.deploy_model import deploy_model
+from components.serving.deploy import DeployConfig, inference_service
 from model.gate import read_registry
 
 

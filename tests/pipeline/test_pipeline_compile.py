@@ -1,0 +1,73 @@
+"""The compiled pipeline: its tasks, their dependencies, images and GPU requests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.images import HM3_IMAGE, HM3_TRAIN_IMAGE
+from pipelines.compile import compile_pipeline
+
+
+def _all_tasks(spec: dict) -> dict[str, dict]:
+    """Every task in the root DAG and nested DAGs (loops, conditions), by task name."""
+    tasks: dict[str, dict] = {}
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    for dag in dags:
+        tasks.update(dag["tasks"])
+    return tasks
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["cpu", "gpu"])
+def compiled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("ir") / "hm3.yaml"
+    compile_pipeline(out, use_gpu=request.param, gpus=2)
+    docs = list(yaml.safe_load_all(Path(out).read_text()))
+    return request.param, docs[0], docs[1] if len(docs) > 1 else {}
+
+
+def test_dag_has_every_step_in_order(compiled) -> None:
+    _, spec, _ = compiled
+    tasks = _all_tasks(spec)
+    deps = {name: set(t.get("dependentTasks", [])) for name, t in tasks.items()}
+    assert {
+        "load-logs",
+        "build-labels",
+        "retrieve-features",
+        "join-training-table",
+        "train-model",
+        "train-model-2",
+        "evaluate-model",
+        "gate-decision",
+        "deploy-model",
+    } <= set(tasks)
+    assert deps["build-labels"] == {"load-logs"} and deps["retrieve-features"] == {"load-logs"}
+    assert deps["join-training-table"] == {"build-labels", "retrieve-features"}
+    assert deps["train-model"] == {"join-training-table"}
+    assert {"train-model", "for-loop-2", "join-training-table"} <= deps["evaluate-model"]
+    assert deps["gate-decision"] == {"evaluate-model"}
+    assert "trigger_policy" not in tasks["evaluate-model"]
+    condition = next(t for t in tasks.values() if "triggerPolicy" in t)
+    assert "gate-decision" in condition["triggerPolicy"]["condition"]
+    assert "deploy" in condition["triggerPolicy"]["condition"]
+    loop = tasks["for-loop-2"]
+    assert loop["parameterIterator"]["items"]["raw"] == '["esm2", "esmm", "naive"]'
+
+
+def test_images_and_accelerators(compiled) -> None:
+    use_gpu, spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    images = {name: e["container"]["image"] for name, e in executors.items()}
+    assert images["exec-train-model"] == HM3_TRAIN_IMAGE
+    assert images["exec-load-logs"] == HM3_IMAGE and images["exec-deploy-model"] == HM3_IMAGE
+    for name, executor in executors.items():
+        command = " ".join(executor["container"].get("command", []))
+        assert "pip install" not in command, f"{name} installs packages at run time"
+        accelerator = executor["container"].get("resources", {}).get("accelerator")
+        if name.startswith("exec-train-model") and use_gpu:
+            assert accelerator["resourceType"] == "nvidia.com/gpu"
+            assert accelerator["resourceCount"] == "2"
+        else:
+            assert accelerator is None, name
