@@ -174,6 +174,16 @@ def run(
     ] = False,
     epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 2,
     min_cvr_auc: Annotated[float, typer.Option(help="Deploy gate: minimum CVR AUC.")] = 0.55,
+    source_uri: Annotated[
+        str,
+        typer.Option(
+            help="Ingest raw logs from this folder (local or gs://) instead of simulating."
+        ),
+    ] = "",
+    deploy_dir: Annotated[
+        str,
+        typer.Option(help="Deployment registry folder, local or gs:// (default OUT/deployment)."),
+    ] = "",
 ) -> None:
     """Run the whole pipeline on kfp.local and serve the winner on a local KServe endpoint.
 
@@ -194,6 +204,8 @@ def run(
             micro_signal=micro_signal,
             epochs=epochs,
             min_cvr_auc=min_cvr_auc,
+            source_uri=source_uri,
+            deploy_dir=deploy_dir,
         )
     except ValueError as err:
         raise _fail(str(err)) from err

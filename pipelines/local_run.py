@@ -30,6 +30,8 @@ class LocalRunConfig:
     epochs: int = 2
     min_cvr_auc: float = 0.55
     train_overrides: dict[str, object] = field(default_factory=dict)
+    source_uri: str = ""  # raw logs to ingest (local, file:// or gs://); empty = simulate
+    deploy_dir: str = ""  # deployment registry folder (local or gs://); empty = out/deployment
 
     def __post_init__(self) -> None:
         if self.impressions < 1_000:
@@ -66,7 +68,8 @@ def run_local(cfg: LocalRunConfig) -> LocalRunResult:
     )
     train_config = {"epochs": cfg.epochs, "seed": cfg.seed, "threads": 1} | cfg.train_overrides
     create_pipeline()(
-        deploy_dir=str(out / "deployment"),
+        deploy_dir=cfg.deploy_dir or str(out / "deployment"),
+        source_uri=cfg.source_uri,
         impressions=cfg.impressions,
         seed=cfg.seed,
         micro_signal=cfg.micro_signal,

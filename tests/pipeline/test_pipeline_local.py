@@ -44,3 +44,25 @@ def test_gate_passes_and_the_local_endpoint_answered(run) -> None:
         assert key in flat
     registry = json.loads((run.out / "deployment" / "registry.json").read_text())
     assert registry["kind"] == "hm3"
+
+
+def test_pipeline_reads_logs_and_keeps_its_registry_in_gcs(
+    small_world: Path, gcs_bucket: str, tmp_path: Path
+) -> None:
+    """Raw logs ingested from gs:// and the champion registry written to gs:// (emulator)."""
+    from model import storage
+
+    logs = f"{gcs_bucket}/logs-{tmp_path.name}"
+    for name in ("impressions", "events", "users", "items", "truth"):
+        data = (small_world / f"{name}.parquet").read_bytes()
+        storage.write_bytes_atomic(f"{logs}/{name}.parquet", data)
+    deploy_dir = f"{gcs_bucket}/deploy-{tmp_path.name}"
+    cfg = LocalRunConfig(
+        out=tmp_path / "run", source_uri=logs, deploy_dir=deploy_dir, epochs=1, min_cvr_auc=0.0
+    )
+    result = run_local(cfg)
+    assert result.decision == "deploy"
+    registry = json.loads(storage.read_text(f"{deploy_dir}/registry.json"))
+    assert registry["kind"] == "hm3"
+    metrics = json.loads((result.out / "metrics.json").read_text())
+    assert "oracle" in metrics  # truth.parquet came along from gs://
