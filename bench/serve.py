@@ -1,7 +1,8 @@
 """Serving latency on loopback next to the model's in-process forward time, in one run.
 
 Rows of the table, for batch 1 and batch 100:
-- `in-process predict` (the floor): `TrainedModel.predict` on a pandas frame (encode + forward);
+- `in-process predict` (the floor): `TrainedModel.predict_records`, the predictor's own path
+  (encode + forward);
 - `server, features in request`: `hm3 serve --model` (KServe predictor), instances carry every
   feature, so no Feast lookup;
 - `server + Feast lookup`: `hm3 serve --model --feast-repo` (transformer and predictor in one
@@ -156,7 +157,6 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     artifact, repo, id_rows, full_rows = build_inputs(work)
 
-    import pandas as pd
     import torch
 
     from model.artifact import load_model
@@ -166,9 +166,8 @@ def main() -> None:
     model = load_model(artifact)
     results: dict[tuple[str, int], np.ndarray] = {}
     for batch in (1, 100):
-        frame = pd.DataFrame.from_records(full_rows[:batch])
         results[("in-process predict", batch)] = time_calls(
-            lambda f=frame: model.predict(f), opts.requests
+            lambda rows=full_rows[:batch]: model.predict_records(rows), opts.requests
         )
 
     predictor = Server(["--model_dir", str(artifact)], work / "predictor.log")

@@ -1,6 +1,6 @@
 """On-demand feature views: computed from other features at request time, online and offline.
 
-The same pandas function runs inside `get_historical_features` (training) and
+The same Python function runs inside `get_historical_features` (training) and
 `get_online_features` (serving), so the two cannot drift.
 
 Feast 0.67 keeps neither tags nor descriptions of an on-demand view's output Fields: its registry
@@ -13,9 +13,8 @@ fails wherever Feast compares them (feast-dev/feast#3617). So output Fields are 
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
-import numpy as np
-import pandas as pd
 from feast import FeatureView, OnDemandFeatureView
 from feast.types import Float64
 
@@ -35,17 +34,25 @@ PRICE_TO_USER_SPEND_SCHEMA = [
 ]
 
 
-def price_to_user_spend(inputs: pd.DataFrame) -> pd.DataFrame:
-    """Ratio price / user_avg_spend, NaN where either is missing or the spend is not positive.
+def price_to_user_spend(inputs: dict[str, list[Any]]) -> dict[str, list[float | None]]:
+    """Ratio price / user_avg_spend per row; None where either is missing or spend <= 0.
 
-    NaN rather than a default here: the retrieval layer fills every missing value from the
-    Field's `default` tag and counts it, one rule for all features.
+    None rather than a default here: the retrieval layer fills every missing value from the
+    Field's `default` tag and counts it, one rule for all features. Python mode (lists in, lists
+    out) rather than pandas: online, a one-row request then costs microseconds instead of the
+    ~5 ms of building DataFrames, and offline it is the same function on the whole column.
     """
-    # Online reads hand over object columns holding None; coerce them to floats with NaN.
-    price = pd.to_numeric(inputs["price"], errors="coerce").astype("float64")
-    spend = pd.to_numeric(inputs["user_avg_spend"], errors="coerce").astype("float64")
-    ratio = price / spend.where(spend > 0)
-    return pd.DataFrame({"price_to_user_spend": ratio.replace([np.inf, -np.inf], np.nan)})
+    import math  # here, not at module level: Feast may rebuild the UDF from its source alone
+
+    ratios: list[float | None] = []
+    for price, spend in zip(inputs["price"], inputs["user_avg_spend"], strict=True):
+        ratio = None
+        if price is not None and spend is not None and spend > 0:
+            ratio = price / spend
+            if not math.isfinite(ratio):
+                ratio = None
+        ratios.append(ratio)
+    return {"price_to_user_spend": ratios}
 
 
 def price_to_user_spend_view(
@@ -59,7 +66,7 @@ def price_to_user_spend_view(
         tags=field_tags_on_view(PRICE_TO_USER_SPEND_SCHEMA),
         udf=price_to_user_spend,
         udf_string=inspect.getsource(price_to_user_spend),
-        mode="pandas",
+        mode="python",
         description="How expensive the item is for this user: price / user_avg_spend.",
         owner=OWNER,
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -154,10 +154,16 @@ class TrainedModel:
         Returns:
             Task name -> float32 array of shape (len(frame),).
         """
-        cat, dense = self.feature_spec.encode(frame)
+        return self._forward(*self.feature_spec.encode(frame))
+
+    def predict_records(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """`predict` for rows given as mappings (a served request), without pandas."""
+        return self._forward(*self.feature_spec.encode_records(rows))
+
+    def _forward(self, cat: np.ndarray, dense: np.ndarray) -> dict[str, np.ndarray]:
         outputs: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         with torch.inference_mode():
-            for lo in range(0, len(frame), PREDICT_BATCH):
+            for lo in range(0, len(cat), PREDICT_BATCH):
                 hi = lo + PREDICT_BATCH
                 probs = self._module(torch.from_numpy(cat[lo:hi]), torch.from_numpy(dense[lo:hi]))
                 for task in self.tasks:

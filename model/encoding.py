@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -154,6 +156,40 @@ class FeatureSpec:
             dense[:, j] = x.fillna(f.mean).to_numpy()
         return cat, dense
 
+    def encode_records(self, rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """`encode` for a few rows given as mappings, without building a DataFrame.
+
+        Same result as `encode(pd.DataFrame.from_records(rows))`, at a fraction of the cost for
+        small batches (a served request): each feature is a dict lookup per row instead of a
+        pandas categorical over the whole vocabulary. Non-finite numbers count as missing.
+        """
+        cat = np.zeros((len(rows), len(self.categorical)), dtype=np.int64)
+        dense = np.empty((len(rows), len(self.dense)), dtype=np.float32)
+        lookups = self._vocabulary_lookups
+        for i, row in enumerate(rows):
+            for j, f in enumerate(self.categorical):
+                value = row.get(f.name)
+                if value is None:
+                    continue
+                if f.kind == schema.KIND_ID:
+                    raw = _as_number(value)
+                    if raw is not None:
+                        cat[i, j] = 1 + int(raw) % (f.size - 1)
+                elif not (isinstance(value, float) and math.isnan(value)):
+                    cat[i, j] = lookups[f.name].get(_plain(value), UNKNOWN_INDEX)
+            for j, f in enumerate(self.dense):
+                raw = _as_number(row.get(f.name))
+                dense[i, j] = f.mean if raw is None else raw
+        return cat, dense
+
+    @cached_property
+    def _vocabulary_lookups(self) -> dict[str, dict[str | int | float, int]]:
+        return {
+            f.name: {v: i + 1 for i, v in enumerate(f.vocabulary)}
+            for f in self.categorical
+            if f.kind == schema.KIND_CATEGORICAL
+        }
+
     def defaults(self) -> dict[str, object]:
         """The value each feature takes when missing, as documented in config.json."""
         return {
@@ -192,6 +228,24 @@ def _plain(value: object) -> str | int | float:
     if isinstance(value, (str, int, float)):
         return value
     return str(value)
+
+
+def _as_number(value: object) -> float | None:
+    """A number from a raw value as `pd.to_numeric(errors="coerce")` reads it; None if missing.
+
+    Non-finite numbers count as missing.
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number):
+        return None
+    if isinstance(value, int | np.integer):
+        return int(value)  # exact for ids beyond 2**53
+    return number
 
 
 def feature_kinds(table_schema: pa.Schema) -> dict[str, str]:

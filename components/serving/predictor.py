@@ -15,7 +15,6 @@ from typing import Any
 
 import kserve
 import numpy as np
-import pandas as pd
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from components.serving.protocol import (
@@ -110,8 +109,7 @@ class HM3Predictor(kserve.Model):
         in `defaulted`, after any the transformer already defaulted.
         """
         names = [f.name for f in self.request_schema.fields]
-        frame = pd.DataFrame.from_records(batch.rows, columns=names)
-        outputs = self.model.predict(frame)
+        outputs = self.model.predict_records(batch.rows)
         tasks = {
             task: np.clip(np.asarray(outputs[task], dtype=np.float64).reshape(-1), 0.0, 1.0)
             for task in TASKS

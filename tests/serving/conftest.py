@@ -47,7 +47,8 @@ def feature_frame(world: Path, rows: int) -> pd.DataFrame:
         ).drop(columns="event_timestamp")
     from feature_repo.on_demand import price_to_user_spend
 
-    return frame.join(price_to_user_spend(frame))
+    ratio = price_to_user_spend(frame[["price", "user_avg_spend"]].to_dict("list"))
+    return frame.assign(**ratio)
 
 
 def save_tiny_artifact(world: Path, repo: Path, out: Path, kind: str = "hm3") -> Path:
