@@ -13,6 +13,7 @@ from components.images import HM3_IMAGE
 @dsl.component(base_image=HM3_IMAGE, install_kfp_package=False)
 def deploy_model(
     model: Input[Model],
+    feature_store: Input[Artifact],
     deploy_dir: str,
     cvr_auc: float,
     deployment: Output[Artifact],
@@ -22,10 +23,12 @@ def deploy_model(
     name: str = "hm3",
     namespace: str = "hm3",
     ready_timeout_s: float = 180.0,
-    feast_repo: str = "",
 ) -> str:
     """Deploy the model (local loopback server or KServe InferenceService), record the champion.
 
+    Locally the server reads features from `feature_store` (the run's Feast repo, as
+    `retrieve_features` materialized it); on a cluster the transformer reads them from the
+    Feast online store of `manifests/feast-configmap.yaml`, and `feature_store` is unused.
     Writes `deployment` (JSON: mode, endpoint, model URI, version, registry, prediction).
 
     Returns:
@@ -38,7 +41,7 @@ def deploy_model(
     config = DeployConfig(
         mode=mode,
         ready_timeout_s=ready_timeout_s,
-        feast_repo=feast_repo or None,
+        feast_repo=feature_store.path if mode == "local" else None,
         name=name,
         namespace=namespace,
         canary_traffic_percent=canary_traffic_percent,

@@ -1,7 +1,7 @@
 """KFP component `retrieve_features`: point-in-time Feast features for every impression."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 
 from components.images import HM3_IMAGE
 
@@ -11,12 +11,14 @@ def retrieve_features(
     world: Input[Dataset],
     features: Output[Dataset],
     metrics: Output[Metrics],
+    feature_store: Output[Artifact],
     feature_service: str = "hm3_v1",
     offline_store: str = "duckdb",
+    materialize_online: bool = True,
 ) -> None:
     """Retrieve the feature service's features for every impression of a world.
 
-    Registers `feature_repo` over the world's users.parquet / items.parquet in a throw-away
+    Registers `feature_repo` over the world's users.parquet / items.parquet in the run's own
     Feast repo and runs a point-in-time join with impressions.parquet as the entity dataframe.
 
     Args:
@@ -25,14 +27,25 @@ def retrieve_features(
             kinds in the Arrow metadata) and report.json.
         metrics: rows, features, seconds, filled_total and filled_<feature> (missing values
             replaced by the feature's documented default).
+        feature_store: Output folder: the run's Feast repo (feature_store.yaml, registry.db,
+            and online_store.db when materialized). The local deployment serves from it; a
+            cluster serves from Redis through the Feast ConfigMap instead.
         feature_service: Feast FeatureService name.
         offline_store: Feast offline store, `duckdb` or `file`.
+        materialize_online: Load the latest user and item snapshots into the SQLite online store.
     """
     from model.features import retrieve_world
 
     report = retrieve_world(
-        world.path, features.path, features=feature_service, offline_store=offline_store
+        world.path,
+        features.path,
+        features=feature_service,
+        offline_store=offline_store,
+        repo_dir=feature_store.path,
+        materialize_online=materialize_online,
     )
+    feature_store.metadata["feature_service"] = report.service
+    feature_store.metadata["online_store"] = "sqlite" if materialize_online else "empty"
     features.metadata["feature_service"] = report.service
     features.metadata["rows"] = report.rows
     metrics.log_metric("rows", report.rows)

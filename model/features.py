@@ -46,6 +46,8 @@ DEFAULT_SERVICE = "hm3_v1"
 TIMESTAMP_COLUMN = "event_timestamp"  # the entity dataframe's timestamp, as Feast names it
 FEATURES_FILE = "features.parquet"
 REPORT_FILE = "report.json"
+REGISTRY_DB = "registry.db"
+ONLINE_DB = "online_store.db"
 DEFAULTS_KEY = b"hm3.feature_defaults"
 SERVICE_KEY = b"hm3.feature_service"
 ONLINE_STORES = ("sqlite", "redis")
@@ -157,20 +159,22 @@ class OnlineFeatures:
 def write_repo_config(cfg: StoreConfig) -> Path:
     """Write `feature_store.yaml` for a run's own repo folder and return the folder.
 
-    Registry and SQLite online store are files in `cfg.repo_dir`; data locations are not part of
-    the config (they live in the registered data sources, see `apply`).
+    Registry and SQLite online store are files in `cfg.repo_dir`, named relative to it (Feast
+    resolves them against the repo folder), so the folder can be moved or handed to another
+    pipeline step as an artifact; data locations are not part of the config (they live in the
+    registered data sources, see `apply`).
     """
     repo = Path(cfg.repo_dir).absolute()
     repo.mkdir(parents=True, exist_ok=True)
     if cfg.online_store == "sqlite":
-        online = f"    type: sqlite\n    path: {repo / 'online_store.db'}\n"
+        online = f"    type: sqlite\n    path: {ONLINE_DB}\n"
     else:
         online = f'    type: redis\n    connection_string: "{cfg.redis}"\n'
     text = (
         "# Written by model.features.write_repo_config for one pipeline run.\n"
         f"project: {cfg.project}\n"
         "provider: local\n"
-        f"registry:\n    path: {repo / 'registry.db'}\n    cache_ttl_seconds: 60\n"
+        f"registry:\n    path: {REGISTRY_DB}\n    cache_ttl_seconds: 60\n"
         f"offline_store:\n    type: {cfg.offline_store}\n"
         f"online_store:\n{online}"
         "entity_key_serialization_version: 3\n"
@@ -739,6 +743,7 @@ def retrieve_world(
     features: str = DEFAULT_SERVICE,
     offline_store: str = "duckdb",
     repo_dir: str | None = None,
+    materialize_online: bool = False,
 ) -> RetrievalReport:
     """One-shot retrieval for a pipeline run: apply over a world's tables, retrieve, report.
 
@@ -750,8 +755,15 @@ def retrieve_world(
         out_dir: Output folder or gs:// prefix.
         features: Feature service name.
         offline_store: `duckdb` or `file`.
-        repo_dir: Keep the run's Feast repo here.
+        repo_dir: Keep the run's Feast repo here (relocatable: its paths are relative).
+        materialize_online: Also load the latest snapshot of every user and item into the
+            repo's SQLite online store, so a local endpoint can serve from `repo_dir`.
+
+    Raises:
+        ValueError: If `materialize_online` is set without a `repo_dir` to keep.
     """
+    if materialize_online and not repo_dir:
+        raise ValueError("materialize_online needs a repo_dir to keep the online store in")
     with tempfile.TemporaryDirectory(prefix="hm3-feast-") as tmp:
         cfg = StoreConfig(repo_dir=repo_dir or tmp, offline_store=offline_store)
         store = open_store(write_repo_config(cfg))
@@ -766,6 +778,9 @@ def retrieve_world(
             storage.join(out_dir, FEATURES_FILE),
             features,
         )
+        if materialize_online:
+            done = materialize(store)
+            log.info("materialized %s into %s in %.1f s", done.views, repo_dir, done.seconds)
     storage.write_text_atomic(
         storage.join(out_dir, REPORT_FILE), json.dumps(report_dict(report), indent=2) + "\n"
     )

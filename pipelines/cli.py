@@ -189,9 +189,10 @@ def run(
 
     Simulates a world, builds graph labels, retrieves Feast features point in time, trains
     HM^3, ESM^2, ESMM and naive CVR, evaluates them with the deploy gate and, if it passes,
-    deploys HM^3 on a loopback KServe server and prints one prediction. OUT then holds
-    metrics.json, report.html, models/<kind>/, labels/, features/, deployment/ and kfp/ (the
-    KFP local run's own outputs).
+    deploys HM^3 on a loopback KServe server that reads features from the run's Feast online
+    store, and prints one prediction. OUT then holds metrics.json, report.html,
+    models/<kind>/, labels/, features/, feature_store/ (the run's Feast repo), deployment/ and
+    kfp/ (the KFP local run's own outputs).
     """
     from pipelines.local_run import LocalRunConfig, run_local
     from pipelines.summary import print_summary, serve_until_interrupted
@@ -212,7 +213,7 @@ def run(
     result = run_local(cfg)
     print_summary(result)
     if keep_serving:
-        serve_until_interrupted(result.out / "models" / "hm3")
+        serve_until_interrupted(result.out / "models" / "hm3", result.out / "feature_store")
 
 
 @app.command()

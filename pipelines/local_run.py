@@ -2,8 +2,9 @@
 
 `run_local` executes the same pipeline function that `hm3 compile` compiles, then copies the
 outputs from the KFP local pipeline root into a stable layout under `out`:
-`metrics.json`, `report.html`, `models/<kind>/`, `labels/`, `features/`, `deployment/` and the
-KFP local run itself under `kfp/`.
+`metrics.json`, `report.html`, `models/<kind>/`, `labels/`, `features/`, `feature_store/` (the
+run's Feast repo with its materialized SQLite online store), `deployment/` and the KFP local run
+itself under `kfp/`.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def collect_outputs(run_dir: Path, out: Path) -> LocalRunResult:
     for task, output, name in (
         ("build-labels", "labels", "labels"),
         ("retrieve-features", "features", "features"),
+        ("retrieve-features", "feature_store", "feature_store"),
     ):
         (task_dir,) = _task_dirs(run_dir, task)
         _copy(task_dir / output, out / name)

@@ -96,6 +96,7 @@ def create_pipeline(use_gpu: bool = False, gpus: int = 1) -> Callable[..., objec
         with dsl.If(decision.output == "deploy", name="gate-passed"):
             deploy_model(
                 model=candidate.outputs["model"],
+                feature_store=features.outputs["feature_store"],
                 deploy_dir=deploy_dir,
                 cvr_auc=evaluation.outputs["cvr_auc"],
                 mode=deploy_mode,

@@ -53,8 +53,13 @@ def print_summary(result: LocalRunResult) -> None:
         print(json.dumps({"prediction": result.deployment.get("prediction")}))
 
 
-def serve_until_interrupted(model_dir: Path, port: int = 8080) -> None:
-    """Serve `model_dir` on loopback until Ctrl-C, printing the URL and a curl request."""
+def serve_until_interrupted(
+    model_dir: Path, feast_repo: Path | None = None, port: int = 8080
+) -> None:
+    """Serve `model_dir` on loopback until Ctrl-C, printing the URL and a curl request.
+
+    With `feast_repo`, features the request does not carry come from its online store.
+    """
     console = Console()
     cmd = [
         sys.executable,
@@ -66,6 +71,8 @@ def serve_until_interrupted(model_dir: Path, port: int = 8080) -> None:
         "--http-port",
         str(port),
     ]
+    if feast_repo is not None:
+        cmd += ["--feast-repo", str(feast_repo)]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -79,7 +86,8 @@ def serve_until_interrupted(model_dir: Path, port: int = 8080) -> None:
         else:
             raise RuntimeError(f"the local endpoint did not become ready at {url}")
         body = json.dumps({"instances": [{"user_id": 1, "item_id": 2}]})
-        console.print(f"serving {model_dir} at {url} (Ctrl-C to stop)")
+        source = f"features from {feast_repo}" if feast_repo else "no Feast: defaults"
+        console.print(f"serving {model_dir} at {url}, {source} (Ctrl-C to stop)")
         console.print(
             f"curl -s -H 'Content-Type: application/json' -d '{body}' {url}/v1/models/hm3:predict"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -14,12 +15,21 @@ from model import features
 from pipelines.cli import app
 
 
+def imps_first(world) -> tuple[int, int]:
+    row = pq.read_table(world / "impressions.parquet", columns=["user_id", "item_id"]).slice(0, 1)
+    return row["user_id"][0].as_py(), row["item_id"][0].as_py()
+
+
 def test_component_writes_one_row_per_impression_with_kinds(tmp_path, small_world):
     out = tmp_path / "features"
     artifact = dsl.Dataset(name="features", uri=str(out))
     metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"))
+    repo = dsl.Artifact(name="feature_store", uri=str(tmp_path / "repo"))
     retrieve_features.python_func(
-        world=dsl.Dataset(name="world", uri=str(small_world)), features=artifact, metrics=metrics
+        world=dsl.Dataset(name="world", uri=str(small_world)),
+        features=artifact,
+        metrics=metrics,
+        feature_store=repo,
     )
     table = pq.read_table(out / features.FEATURES_FILE)
     impressions = pq.read_table(small_world / "impressions.parquet", columns=["impression_id"])
@@ -32,6 +42,16 @@ def test_component_writes_one_row_per_impression_with_kinds(tmp_path, small_worl
     assert metrics.metadata["rows"] == impressions.num_rows
     assert metrics.metadata["filled_total"] == sum(report["filled"].values())
     assert artifact.metadata["feature_service"] == "hm3_v1"
+    assert repo.metadata["online_store"] == "sqlite"
+    # The repo is relocatable (a KFP artifact moves between steps): serve from a copy of it.
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "repo", moved)
+    shutil.rmtree(tmp_path / "repo")
+    user, item = imps_first(small_world)
+    online = features.online_features(
+        features.open_store(moved), [{"user_id": user, "item_id": item}]
+    )
+    assert online.missing == {}, online.missing  # the latest snapshots are in the online store
     # Point in time on real data: each impression sees the snapshot of its own day (00:00 UTC).
     users = pq.read_table(small_world / "users.parquet").to_pandas()
     imps = pq.read_table(small_world / "impressions.parquet").to_pandas()

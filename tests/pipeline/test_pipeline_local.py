@@ -46,6 +46,17 @@ def test_gate_passes_and_the_local_endpoint_answered(run) -> None:
     assert registry["kind"] == "hm3"
 
 
+def test_the_local_endpoint_reads_features_from_the_runs_feast_store(run) -> None:
+    """User 1 and item 1 exist in the world: Feast fills their features, nothing is defaulted
+    except the request context the demo instance leaves out."""
+    from model import schema
+
+    prediction = run.deployment["prediction"]
+    assert prediction["unknown_ids"] == []
+    assert set(prediction["defaulted"]) <= set(schema.CONTEXT_FEATURES), prediction["defaulted"]
+    assert (run.out / "feature_store" / "feature_store.yaml").exists()
+
+
 def test_pipeline_reads_logs_and_keeps_its_registry_in_gcs(
     small_world: Path, gcs_bucket: str, tmp_path: Path
 ) -> None:
