@@ -204,6 +204,7 @@ def load_model(path: str | Path, exported: bool = False) -> TrainedModel:
                 tuple(arch["hidden"]),
                 arch["dropout"],
                 {loss["task"]: loss["weight"] for loss in config["losses"]},
+                interaction=arch.get("interaction", "none"),  # absent in older artifacts
             )
             net.load_state_dict(load_file(str(root / WEIGHTS)))
             module = _Probabilities(net.eval())

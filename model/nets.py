@@ -49,9 +49,12 @@ class GraphNet(nn.Module):
         dropout: float,
         loss_weights: Mapping[str, float] | None = None,
         sparse_embeddings: bool = False,
+        interaction: str = "none",
     ) -> None:
         super().__init__()
-        self.embedding = FeatureEmbedding(spec, embedding_dim, sparse=sparse_embeddings)
+        self.embedding = FeatureEmbedding(
+            spec, embedding_dim, sparse=sparse_embeddings, interaction=interaction
+        )
         self.heads = FusedTowers(self.towers, self.embedding.output_dim, hidden, dropout)
         weights = dict(loss_weights or {})
         unknown = sorted(set(weights) - {s.task for s in self.default_losses})
@@ -73,7 +76,7 @@ class GraphNet(nn.Module):
 
     def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         """Task logits by name, each (B,), in float32 (also under bf16 autocast)."""
-        shared = self.embedding(categorical, dense)  # (B, C * D + N), once for all heads
+        shared = self.embedding(categorical, dense)  # (B, C * D + I + N), once for all heads
         head_logits = self.heads(shared).float()  # (B, K); composition in fp32 for accuracy
         return type(self).compose(head_logits)
 
@@ -138,15 +141,20 @@ def build_model(
     dropout: float,
     loss_weights: Mapping[str, float] | None = None,
     sparse_embeddings: bool = False,
+    interaction: str = "none",
 ) -> GraphNet:
     """A fresh model of the given kind.
 
     `sparse_embeddings` gives the embedding table sparse gradients (for training; see
-    `model.trainer.make_optimizers`); the forward pass is the same either way.
+    `model.trainer.make_optimizers`); the forward pass is the same either way. `interaction`
+    is the shared layer's explicit pairwise interaction (`model.embedding.INTERACTIONS`), the
+    same for every kind.
 
     Raises:
-        ValueError: On an unknown kind.
+        ValueError: On an unknown kind or interaction.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"model kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
-    return MODEL_KINDS[kind](spec, embedding_dim, hidden, dropout, loss_weights, sparse_embeddings)
+    return MODEL_KINDS[kind](
+        spec, embedding_dim, hidden, dropout, loss_weights, sparse_embeddings, interaction
+    )

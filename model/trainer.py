@@ -35,6 +35,7 @@ from torch import nn
 from model import metrics, schema, storage
 from model.artifact import HISTORY, save_artifact
 from model.dataset import TensorData, split_by_time
+from model.embedding import INTERACTIONS
 from model.encoding import FeatureSpec, feature_kinds
 from model.losses import multitask_loss
 from model.nets import MODEL_KINDS, GraphNet, build_model
@@ -64,10 +65,17 @@ class TrainConfig:
     Attributes:
         model_kind: `hm3`, `esm2`, `esmm` or `naive`.
         embedding_dim: Embedding size per categorical feature.
+        interaction: Explicit pairwise interaction of the embeddings fed to every tower, the same
+            for every kind: `none`, `dot` (all categorical pairs, DLRM) or `id_hadamard`
+            (elementwise products of id-feature embeddings, e.g. user_id x item_id; NCF's GMF).
         hidden: Hidden layer sizes of every tower.
         dropout: Dropout after each hidden layer.
         optimizer: `adam`, `adamw`, `adagrad` or `sgd`.
         lr: Learning rate.
+        embedding_lr: Learning rate of the embedding table; None = `lr`. Id rows are seen a few
+            dozen times per epoch and Adam's per-row normalization gives each such update a
+            full-size step, so the table can memorize ids long before the towers converge; a
+            smaller rate slows that down.
         weight_decay: L2 / decoupled weight decay.
         batch_size: Rows per optimizer step, over all processes together.
         epochs: Maximum number of passes over the training split.
@@ -88,10 +96,12 @@ class TrainConfig:
 
     model_kind: str = "hm3"
     embedding_dim: int = 16
+    interaction: str = "none"
     hidden: tuple[int, ...] = (256, 128, 64)
     dropout: float = 0.1
     optimizer: str = "adam"
     lr: float = 1e-3
+    embedding_lr: float | None = None
     weight_decay: float = 0.0
     batch_size: int = 2048
     epochs: int = 4
@@ -115,6 +125,8 @@ class TrainConfig:
             raise ValueError(
                 f"model_kind must be one of {sorted(MODEL_KINDS)}, got {self.model_kind!r}"
             )
+        if self.interaction not in INTERACTIONS:
+            raise ValueError(f"interaction must be one of {INTERACTIONS}, got {self.interaction!r}")
         for name in (
             "embedding_dim",
             "batch_size",
@@ -136,6 +148,14 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.embedding_lr is not None and not (
+            isinstance(self.embedding_lr, int | float)
+            and math.isfinite(self.embedding_lr)
+            and self.embedding_lr > 0
+        ):
+            raise ValueError(
+                f"embedding_lr must be a positive number or null, got {self.embedding_lr!r}"
+            )
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not isinstance(self.threads, int) or self.threads < 0:
@@ -240,21 +260,27 @@ def make_optimizers(cfg: TrainConfig, net: GraphNet) -> list[torch.optim.Optimiz
     """
     sparse, dense = net.parameter_groups()
     lr, wd = cfg.lr, cfg.weight_decay
+    emb_lr = cfg.embedding_lr if cfg.embedding_lr is not None else lr
+    table = net.embedding.table.weight
+    # A dense table (sparse_embeddings off) is a parameter group of its own, at emb_lr.
+    groups: list[dict[str, Any]] = [{"params": [p for p in dense if p is not table]}]
+    if not sparse:
+        groups.append({"params": [table], "lr": emb_lr})
     if cfg.optimizer == "adam":
-        optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=lr, weight_decay=wd)]
+        optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(groups, lr=lr, weight_decay=wd)]
     elif cfg.optimizer == "adamw":
-        optimizers = [torch.optim.AdamW(dense, lr=lr, weight_decay=wd)]
+        optimizers = [torch.optim.AdamW(groups, lr=lr, weight_decay=wd)]
     elif cfg.optimizer == "adagrad":
-        optimizers = [torch.optim.Adagrad(dense, lr=lr, weight_decay=wd)]
+        optimizers = [torch.optim.Adagrad(groups, lr=lr, weight_decay=wd)]
     else:
-        optimizers = [torch.optim.SGD(dense, lr=lr, momentum=0.9, weight_decay=wd)]
+        optimizers = [torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=wd)]
     if sparse:
         if cfg.optimizer in ("adam", "adamw"):
-            optimizers.append(torch.optim.SparseAdam(sparse, lr=lr))
+            optimizers.append(torch.optim.SparseAdam(sparse, lr=emb_lr))
         elif cfg.optimizer == "adagrad":
-            optimizers.append(torch.optim.Adagrad(sparse, lr=lr))
+            optimizers.append(torch.optim.Adagrad(sparse, lr=emb_lr))
         else:
-            optimizers.append(torch.optim.SGD(sparse, lr=lr))
+            optimizers.append(torch.optim.SGD(sparse, lr=emb_lr))
     return optimizers
 
 
@@ -401,6 +427,7 @@ def _train(
     architecture = {
         "kind": cfg.model_kind,
         "embedding_dim": cfg.embedding_dim,
+        "interaction": cfg.interaction,
         "hidden": list(cfg.hidden),
         "dropout": cfg.dropout,
     }
@@ -414,6 +441,7 @@ def _train(
         cfg.dropout,
         cfg.loss_weights,
         sparse_embeddings=sparse,
+        interaction=cfg.interaction,
     ).to(device)
     optimizers = make_optimizers(cfg, net)
     state = {"epoch": 0, "best_metric": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
