@@ -2,8 +2,7 @@
 
 HM^3 has six towers of identical shape over the same input. Running them as K separate
 `nn.Sequential`s costs K small matmuls per layer; stacking their weights into (K, in, out) turns
-each layer into one GEMM or batched matmul: fewer, larger kernels, which matters most on a GPU;
-on CPU it measured as fast as separate `nn.Linear` towers.
+each layer into one batched matmul: fewer, larger kernels, which matters most on a GPU.
 The math is exactly that of K separate MLPs: no parameters are shared between towers.
 """
 
@@ -18,8 +17,12 @@ from torch import nn
 class FusedTowers(nn.Module):
     """K MLP towers `in -> hidden... -> 1` with ReLU and dropout, returning (B, K) logits.
 
-    Layer 1 of all towers is one GEMM (B, in) @ (in, K * h1), since every tower reads the same
-    input; deeper layers are one batched matmul (K, B, h) @ (K, h, h') each.
+    Every layer of all towers is one batched matmul (K, B, h) @ (K, h, h'); the first reads the
+    shared input broadcast to (K, B, in) without a copy (stride 0 over K). Keeping activations in
+    one contiguous (K, B, h) layout throughout avoids the transposes and the copies their
+    gradients would need; ReLU runs in place (the matmuls' backward needs their inputs, not their
+    outputs), which saves a fresh (K, B, h) buffer per layer. Measured ~10% faster per training
+    step than one (B, in) @ (in, K * h1) GEMM followed by a transpose, on this 2-core CPU.
     """
 
     def __init__(
@@ -43,15 +46,12 @@ class FusedTowers(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in) -> (B, K) logits."""
-        k, batch = self.towers, x.shape[0]
-        w0, b0 = self.weights[0], self.biases[0]  # (K, in, h1), (K, 1, h1)
-        # (in, K * h1): the K first layers side by side, one GEMM for all towers.
-        h = torch.addmm(b0.reshape(-1), x, w0.permute(1, 0, 2).reshape(x.shape[1], -1))
-        h = h.view(batch, k, -1).transpose(0, 1)  # (K, B, h1)
+        h = x.unsqueeze(0).expand(self.towers, -1, -1)  # (K, B, in), a view
         last = len(self.weights) - 1
-        for i in range(len(self.weights)):
-            if i > 0:
-                h = torch.baddbmm(self.biases[i], h, self.weights[i])  # (K, B, out)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm(b, h, w)  # (K, B, out)
             if i < last:
-                h = self.dropout(torch.relu(h))
+                h = torch.relu_(h)
+                if self.dropout.p > 0:
+                    h = self.dropout(h)
         return h.squeeze(-1).transpose(0, 1)  # (B, K)

@@ -76,6 +76,11 @@ class TrainConfig:
             dozen times per epoch and Adam's per-row normalization gives each such update a
             full-size step, so the table can memorize ids long before the towers converge; a
             smaller rate slows that down.
+        embedding_l2: Strength lambda of a Gaussian prior on every embedding row (variance
+            1 / (2 lambda), in units of the per-impression loss): each pass over the training
+            split adds lambda * ||w||^2 once per row, applied lazily to the rows a batch uses,
+            each weighted by 1 / its count in the split (the mini-batch aware regularization of
+            DIN, Zhou et al. KDD 2018). Shrinks rarely seen ids toward 0. 0 = off.
         weight_decay: L2 / decoupled weight decay.
         batch_size: Rows per optimizer step, over all processes together.
         epochs: Maximum number of passes over the training split.
@@ -102,6 +107,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     embedding_lr: float | None = None
+    embedding_l2: float = 0.0
     weight_decay: float = 0.0
     batch_size: int = 2048
     epochs: int = 4
@@ -156,6 +162,12 @@ class TrainConfig:
             raise ValueError(
                 f"embedding_lr must be a positive number or null, got {self.embedding_lr!r}"
             )
+        if not (
+            isinstance(self.embedding_l2, int | float)
+            and math.isfinite(self.embedding_l2)
+            and self.embedding_l2 >= 0
+        ):
+            raise ValueError(f"embedding_l2 must be a number >= 0, got {self.embedding_l2!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not isinstance(self.threads, int) or self.threads < 0:
@@ -468,6 +480,14 @@ def _train(
         )
     use_bf16 = cfg.bf16 and device.type == "cuda"
 
+    # Mini-batch aware L2: 1 / (count of each table row in the training split), so a row's
+    # penalty adds up to embedding_l2 * ||w||^2 per epoch however often the row occurs.
+    inverse_counts = None
+    if cfg.embedding_l2 > 0:
+        rows = (train_data.categorical + net.embedding.offsets.to(device)).flatten()
+        counts = torch.bincount(rows, minlength=net.embedding.table.num_embeddings)
+        inverse_counts = 1.0 / counts.clamp_min(1).float()
+
     def autocast() -> Any:
         return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
@@ -504,9 +524,15 @@ def _train(
             with autocast():
                 outputs = model(cat, dense)
             loss, _ = multitask_loss(outputs, labels, net.losses)
+            objective = loss
+            if inverse_counts is not None:
+                rows = cat + net.embedding.offsets  # (B, C) table rows of this batch
+                squares = net.embedding.table(rows).float().pow(2).sum(-1)  # (B, C)
+                penalty = (squares * inverse_counts[rows]).sum(1).mean()
+                objective = loss + cfg.embedding_l2 * penalty
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             for optimizer in optimizers:
                 optimizer.step()
             loss_sum += loss.detach().double() * len(index)

@@ -103,3 +103,20 @@ def test_artifact_with_interaction_round_trips_and_export_matches(tiny_table, tm
     for task, p in rebuilt.items():
         assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all(), task
         np.testing.assert_allclose(exported[task], p, rtol=1e-5, atol=1e-7)
+
+
+def test_embedding_l2_shrinks_the_table_and_is_validated(tiny_table, tmp_path):
+    from safetensors.torch import load_file
+
+    tables = {}
+    for l2 in (0.0, 50.0):
+        out = tmp_path / f"l2-{l2}"
+        result = train(tiny_table, out, fast_config(model_kind="esmm", embedding_l2=l2, epochs=1))
+        assert np.isfinite(result.history[0]["train_loss"])
+        tables[l2] = load_file(str(out / "model.safetensors"))["embedding.table.weight"]
+    # Same seed, same init: the rows that differ are the rows training used; only they shrink.
+    used = (tables[0.0] != tables[50.0]).any(dim=1)
+    assert used.any() and not used.all()
+    assert tables[50.0][used].norm() < 0.9 * tables[0.0][used].norm()
+    with pytest.raises(ValueError, match="embedding_l2"):
+        TrainConfig(embedding_l2=-1.0)
