@@ -29,7 +29,9 @@ def deploy_model(
     Locally the server reads features from `feature_store` (the run's Feast repo, as
     `retrieve_features` materialized it); on a cluster the transformer reads them from the
     Feast online store of `manifests/feast-configmap.yaml`, and `feature_store` is unused.
-    Writes `deployment` (JSON: mode, endpoint, model URI, version, registry, prediction).
+    The model is first published to `<deploy_dir>/models/<version>/` and served from there.
+    Writes `deployment` (JSON: mode, endpoint, model URI (the published copy), version,
+    registry, prediction).
 
     Returns:
         The local request's prediction as JSON (local), or the endpoint URL (cluster).
@@ -50,7 +52,7 @@ def deploy_model(
     record = {
         "mode": result.mode,
         "endpoint": result.endpoint,
-        "model_uri": model.uri,
+        "model_uri": result.model_uri,
         "version": result.version,
         "registry": result.registry or "",
         "prediction": result.prediction,

@@ -7,7 +7,11 @@
   KServe's `KServeClient` with the artifact's storageUri and a canary traffic percent, wait for
   readiness with a timeout, and record the champion once it takes all traffic.
 
-The champion record is `model.gate`'s registry.json in the deployment folder.
+Both first publish the artifact into the deployment folder, `<deploy_dir>/models/<version>/`
+(local or gs://, sealed with its manifest; see `publish_model`), serve it from there and record
+that URI: the champion outlives the pipeline run that trained it, and with a gs:// deployment
+folder the served model lives in GCS. The champion record is `model.gate`'s registry.json in the
+deployment folder.
 """
 
 import copy
@@ -78,6 +82,7 @@ class DeployResult:
 
     mode: str
     endpoint: str
+    model_uri: str  # what is served: the published copy in the deployment folder
     version: str
     registry: str | None  # registry.json written, None when the champion did not change
     prediction: dict[str, Any] | None  # the local request's answer
@@ -87,6 +92,27 @@ def _model_config(model_uri: str) -> dict[str, Any]:
     from model import storage
 
     return json.loads(storage.read_text(storage.join(model_uri, "config.json")))
+
+
+def publish_model(model_uri: str, deploy_dir: str) -> str:
+    """Copy a sealed artifact to `<deploy_dir>/models/<version>` and return that URI.
+
+    The source is verified against its manifest first, so a corrupt artifact is never
+    published; the copy is sealed last (`model.storage.upload_dir`), so a reader never takes
+    a half-copied folder for complete. Publishing a version that is already there replaces it
+    with identical bytes.
+
+    Raises:
+        model.storage.ArtifactError: If the source is incomplete or altered.
+    """
+    from model import storage
+
+    version = _model_config(model_uri)["version"]
+    target = storage.join(deploy_dir, "models", version)
+    with storage.local_dir(model_uri) as local:
+        published = storage.upload_dir(local, target)
+    log.info("published %s to %s", model_uri, published)
+    return published
 
 
 def _record_champion(
@@ -148,7 +174,7 @@ def deploy_local(
             _stop(proc)
     registry = _record_champion(deploy_dir, model_uri, model_config, cvr_auc, data)
     log.info("local deployment of %s answered %s", model_config["version"], prediction)
-    return DeployResult("local", url, model_config["version"], registry, prediction)
+    return DeployResult("local", url, model_uri, model_config["version"], registry, prediction)
 
 
 def _wait_ready(proc: subprocess.Popen, url: str, timeout_s: float, server_log: Any) -> None:
@@ -254,13 +280,17 @@ def deploy_cluster(
             model_config["version"],
             config.canary_traffic_percent,
         )
-    return DeployResult("cluster", endpoint, model_config["version"], registry, None)
+    return DeployResult("cluster", endpoint, model_uri, model_config["version"], registry, None)
 
 
 def deploy(
     model_uri: str, deploy_dir: str, cvr_auc: float, config: DeployConfig, data: str = ""
 ) -> DeployResult:
-    """Deploy in `config.mode` (see the module docstring)."""
+    """Publish the artifact into `deploy_dir`, then deploy it in `config.mode`.
+
+    See the module docstring; the result's model URI is the published copy.
+    """
+    published = publish_model(model_uri, deploy_dir)
     if config.mode == "local":
-        return deploy_local(model_uri, deploy_dir, cvr_auc, config, data)
-    return deploy_cluster(model_uri, deploy_dir, cvr_auc, config, data)
+        return deploy_local(published, deploy_dir, cvr_auc, config, data)
+    return deploy_cluster(published, deploy_dir, cvr_auc, config, data)

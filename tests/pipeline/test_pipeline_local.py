@@ -5,19 +5,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
+from safetensors.numpy import load_file
 
 from pipelines.local_run import LocalRunConfig, run_local
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("run")
+def _small_run(out: Path) -> LocalRunConfig:
     # min_cvr_auc 0: the deploy branch must run (the gate's own rules are tested elsewhere).
-    cfg = LocalRunConfig(
+    return LocalRunConfig(
         out=out, impressions=20_000, users=2_000, items=500, epochs=1, min_cvr_auc=0.0
     )
-    return run_local(cfg)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory):
+    return run_local(_small_run(tmp_path_factory.mktemp("run")))
 
 
 def test_outputs_land_in_the_documented_layout(run) -> None:
@@ -57,10 +62,30 @@ def test_the_local_endpoint_reads_features_from_the_runs_feast_store(run) -> Non
     assert (run.out / "feature_store" / "feature_store.yaml").exists()
 
 
+def test_same_parameters_and_seed_give_the_same_labels_models_and_metrics(
+    run, tmp_path: Path
+) -> None:
+    """A second run, from scratch (kfp.local does not cache), reproduces the first on CPU."""
+    again = run_local(_small_run(tmp_path / "again"))
+    for table in ("labels/labels.parquet", "features/features.parquet"):
+        assert pq.read_table(again.out / table).equals(pq.read_table(run.out / table)), table
+    for kind in ("hm3", "esm2", "esmm", "naive"):
+        # Tensors, not file bytes: safetensors writes its metadata map in hash order.
+        first = load_file(run.out / "models" / kind / "model.safetensors")
+        second = load_file(again.out / "models" / kind / "model.safetensors")
+        assert first.keys() == second.keys(), kind
+        for name, tensor in first.items():
+            np.testing.assert_array_equal(second[name], tensor, err_msg=f"{kind} {name}")
+    assert json.loads((again.out / "metrics.json").read_text()) == json.loads(
+        (run.out / "metrics.json").read_text()
+    )
+    assert again.decision == run.decision
+
+
 def test_pipeline_reads_logs_and_keeps_its_registry_in_gcs(
     small_world: Path, gcs_bucket: str, tmp_path: Path
 ) -> None:
-    """Raw logs ingested from gs:// and the champion registry written to gs:// (emulator)."""
+    """Raw logs ingested from gs://; the served model and the champion registry in gs://."""
     from model import storage
 
     logs = f"{gcs_bucket}/logs-{tmp_path.name}"
@@ -75,5 +100,9 @@ def test_pipeline_reads_logs_and_keeps_its_registry_in_gcs(
     assert result.decision == "deploy"
     registry = json.loads(storage.read_text(f"{deploy_dir}/registry.json"))
     assert registry["kind"] == "hm3"
+    # The champion was published to gs:// and the local endpoint served it from there.
+    assert registry["model_uri"] == f"{deploy_dir}/models/{registry['version']}"
+    assert storage.exists(f"{registry['model_uri']}/model.safetensors")
+    assert result.deployment["model_uri"] == registry["model_uri"]
     metrics = json.loads((result.out / "metrics.json").read_text())
     assert "oracle" in metrics  # truth.parquet came along from gs://

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,16 +11,18 @@ from kfp import dsl
 from kserve import V1beta1InferenceService
 
 from components.deploy_model import deploy_model
-from components.serving.deploy import DeployConfig, inference_service
+from components.serving.deploy import DeployConfig, deploy, inference_service
 from model.gate import read_registry
+from model.storage import ArtifactError
 
 
 def test_local_deploy_serves_one_real_request_and_records_the_champion(
-    artifact: Path, tmp_path: Path
+    artifact: Path, feast_repo: Path, tmp_path: Path
 ) -> None:
     deployment = dsl.Artifact(uri=str(tmp_path / "deployment.json"))
     answer = deploy_model.python_func(
         model=dsl.Model(uri=str(artifact)),
+        feature_store=dsl.Artifact(uri=str(feast_repo)),
         deploy_dir=str(tmp_path / "deploy"),
         cvr_auc=0.71,
         deployment=deployment,
@@ -34,13 +37,19 @@ def test_local_deploy_serves_one_real_request_and_records_the_champion(
     )
     record = read_registry(str(tmp_path / "deploy"))
     assert record is not None
+    published = tmp_path / "deploy" / "models" / version
+    assert (published / "model.safetensors").read_bytes() == (
+        artifact / "model.safetensors"
+    ).read_bytes()
     assert (record.model_uri, record.version, record.kind, record.cvr_auc) == (
-        str(artifact),
+        str(published),
         version,
         "hm3",
         0.71,
     )
+    assert prediction["unknown_ids"] == []  # user 1 and item 1 came from the Feast store
     written = json.loads(Path(deployment.path).read_text())
+    assert written["model_uri"] == str(published)
     assert written["prediction"] == prediction and written["endpoint"].startswith(
         "http://127.0.0.1:"
     )
@@ -57,6 +66,16 @@ def test_cluster_object_carries_the_model_and_canary_share(
     assert isvc.spec.predictor.model.storage_uri == "gs://models/hm3/v7"
     assert isvc.spec.predictor.canary_traffic_percent == expected
     assert isvc.spec.transformer.containers[0].args[0].startswith("--feast_repo=")
+
+
+def test_a_corrupt_artifact_is_never_published_or_served(artifact: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(artifact, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # a truncated upload
+    with pytest.raises(ArtifactError, match="model.safetensors"):
+        deploy(str(broken), str(tmp_path / "deploy"), 0.7, DeployConfig())
+    assert not (tmp_path / "deploy").exists()  # nothing published, no champion recorded
 
 
 def test_cluster_deploy_needs_a_gcs_model() -> None:
