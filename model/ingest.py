@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 
 from model import schema, storage
@@ -32,7 +33,8 @@ def ingest_logs(source_uri: str, out_dir: str | Path) -> dict[str, int]:
 
     Raises:
         FileNotFoundError: A required table is missing.
-        schema.SchemaError: A table lacks a column or has it with the wrong type.
+        schema.SchemaError: A table is not readable Parquet, lacks a column or has it with the
+            wrong type.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +55,12 @@ def ingest_logs(source_uri: str, out_dir: str | Path) -> dict[str, int]:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(storage.read_bytes(uri))
             targets.append(str(target))
-        dataset = ds.dataset(targets, format="parquet")
+        try:
+            dataset = ds.dataset(targets, format="parquet")
+        except pa.ArrowInvalid as err:
+            raise schema.SchemaError(
+                f"{source_uri}:{name}: not a readable Parquet table (truncated or corrupt?): {err}"
+            ) from err
         schema.validate_columns(dataset.schema, schema.TABLES[name], source=f"{source_uri}:{name}")
         counts[name] = dataset.count_rows()
         log.info("ingested %s: %d rows from %d file(s)", name, counts[name], len(uris))

@@ -68,3 +68,11 @@ def test_mistyped_column_is_named(small_world: Path, tmp_path: Path) -> None:
         schema.SchemaError, match="users: column 'user_id' has type string, expected int64"
     ):
         ingest_logs(str(tmp_path / "src"), tmp_path / "run")
+
+
+def test_truncated_table_is_named(small_world: Path, tmp_path: Path) -> None:
+    _source(small_world, tmp_path / "src")
+    items = tmp_path / "src" / "items.parquet"
+    items.write_bytes(items.read_bytes()[:-64])  # an interrupted upload
+    with pytest.raises(schema.SchemaError, match="items: not a readable Parquet table"):
+        ingest_logs(str(tmp_path / "src"), tmp_path / "run")

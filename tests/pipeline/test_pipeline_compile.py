@@ -71,3 +71,16 @@ def test_images_and_accelerators(compiled) -> None:
             assert accelerator["resourceCount"] == "2"
         else:
             assert accelerator is None, name
+
+
+def test_every_step_but_deploy_is_cached(compiled) -> None:
+    """On a cluster, rerunning after a fix reuses the steps that already succeeded; a deploy
+    always runs, since it acts on the world (the serving endpoint), not only on artifacts."""
+    _, spec, _ = compiled
+    caching = {
+        name: task.get("cachingOptions", {}).get("enableCache", False)
+        for name, task in _all_tasks(spec).items()
+        if "componentRef" in task and "dag" not in spec["components"][task["componentRef"]["name"]]
+    }
+    assert caching.pop("deploy-model") is False
+    assert caching and all(caching.values()), caching

@@ -106,3 +106,20 @@ def test_pipeline_reads_logs_and_keeps_its_registry_in_gcs(
     assert result.deployment["model_uri"] == registry["model_uri"]
     metrics = json.loads((result.out / "metrics.json").read_text())
     assert "oracle" in metrics  # truth.parquet came along from gs://
+
+
+def test_a_failed_step_fails_the_run_with_its_error_visible(
+    small_world: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Truncated raw logs: load_logs fails, the run stops there, and its error is shown."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("impressions", "events", "users", "items"):
+        data = (small_world / f"{name}.parquet").read_bytes()
+        (logs / f"{name}.parquet").write_bytes(data[: len(data) // 2] if name == "events" else data)
+    cfg = LocalRunConfig(out=tmp_path / "run", source_uri=str(logs), min_cvr_auc=0.0)
+    with pytest.raises(RuntimeError, match="load-logs"):
+        run_local(cfg)
+    shown = capfd.readouterr()
+    assert "events: not a readable Parquet table (truncated or corrupt?)" in shown.out + shown.err
+    assert not list((tmp_path / "run" / "kfp").rglob("train-model*"))  # nothing ran after it
