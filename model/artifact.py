@@ -136,8 +136,11 @@ class TrainedModel:
         config: The whole config.json.
     """
 
-    def __init__(self, config: Mapping[str, Any], module: nn.Module) -> None:
+    def __init__(
+        self, config: Mapping[str, Any], module: nn.Module, device: torch.device | None = None
+    ) -> None:
         self.config = dict(config)
+        self.device = device or torch.device("cpu")
         self.kind: str = config["kind"]
         self.version: str = config["version"]
         self.tasks: tuple[str, ...] = tuple(config["tasks"])
@@ -162,29 +165,37 @@ class TrainedModel:
 
     def _forward(self, cat: np.ndarray, dense: np.ndarray) -> dict[str, np.ndarray]:
         outputs: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
+        device = self.device
         with torch.inference_mode():
             for lo in range(0, len(cat), PREDICT_BATCH):
                 hi = lo + PREDICT_BATCH
-                probs = self._module(torch.from_numpy(cat[lo:hi]), torch.from_numpy(dense[lo:hi]))
+                probs = self._module(
+                    torch.from_numpy(cat[lo:hi]).to(device),
+                    torch.from_numpy(dense[lo:hi]).to(device),
+                )
                 for task in self.tasks:
-                    outputs[task].append(probs[task].float().numpy())
+                    outputs[task].append(probs[task].float().cpu().numpy())
         return {
             t: np.concatenate(v) if v else np.zeros(0, dtype=np.float32) for t, v in outputs.items()
         }
 
 
-def load_model(path: str | Path, exported: bool = False) -> TrainedModel:
+def load_model(path: str | Path, exported: bool = False, device: str = "cpu") -> TrainedModel:
     """Load an artifact folder (local path, file:// or gs://), verified against its manifest.
 
     Args:
         path: The artifact folder.
         exported: Run the exported `model.pt2` program instead of rebuilding the net from
             config.json + safetensors (serving can do either; both give the same numbers).
+        device: `cpu`, `cuda`, `cuda:N`, or `auto` (cuda if present). Inputs are encoded on
+            the CPU and moved there per batch.
 
     Raises:
         model.storage.ArtifactError: If the folder is incomplete or altered.
-        ValueError: If config.json has an unknown format version.
+        ValueError: If config.json has an unknown format version, or CUDA is asked for on a
+            machine without it.
     """
+    target = resolve_device(device)
     with storage.local_dir(path) as root:
         config = json.loads((root / CONFIG).read_text())
         if config.get("format_version") != FORMAT_VERSION:
@@ -208,4 +219,20 @@ def load_model(path: str | Path, exported: bool = False) -> TrainedModel:
             )
             net.load_state_dict(load_file(str(root / WEIGHTS)))
             module = _Probabilities(net.eval())
-    return TrainedModel(config, module)
+    return TrainedModel(config, module.to(target), target)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda if present, else cpu; refuses CUDA on a machine without it.
+
+    Raises:
+        ValueError: On an unknown name or unavailable CUDA.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available on this machine")
+    return device

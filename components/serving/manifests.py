@@ -115,3 +115,20 @@ def parse_document(doc: dict[str, Any], source: str = "") -> Any:
             f"{source}: unsupported kind {kind!r}; expected one of {sorted(SDK_TYPES)}"
         )
     return to_model(doc, SDK_TYPES[kind], f"{source}:{kind}")
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """`target` with a JSON merge patch applied (RFC 7386), as `kubectl patch --type merge` does.
+
+    Objects merge key by key; a null deletes the key; anything else (lists included) replaces.
+    Neither argument is modified.
+    """
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out

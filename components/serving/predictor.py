@@ -35,7 +35,11 @@ class HM3Predictor(kserve.Model):
     """Serves one model artifact under `config.model_name` (V1 and V2 protocols)."""
 
     def __init__(
-        self, model_uri: str | os.PathLike[str], config: ServingConfig, exported: bool = False
+        self,
+        model_uri: str | os.PathLike[str],
+        config: ServingConfig,
+        exported: bool = False,
+        device: str = "cpu",
     ) -> None:
         """Create an unloaded predictor; `load()` reads the artifact.
 
@@ -43,10 +47,12 @@ class HM3Predictor(kserve.Model):
             model_uri: Model artifact folder: local path, file:// or gs:// URI.
             config: Endpoint name and request limits.
             exported: Run the exported `model.pt2` program instead of the rebuilt network.
+            device: Where the network runs: `cpu`, `cuda`, `cuda:N` or `auto`.
         """
         super().__init__(config.model_name)
         self.model_uri = str(model_uri)
         self.exported = exported
+        self.device = device
         self.config = config
         self.model: Any = None
         self.request_schema: RequestSchema | None = None
@@ -55,13 +61,14 @@ class HM3Predictor(kserve.Model):
         """Load the artifact and derive the request schema from its feature spec."""
         from model.artifact import load_model
 
-        self.model = load_model(self.model_uri, exported=self.exported)
+        self.model = load_model(self.model_uri, exported=self.exported, device=self.device)
         self.request_schema = schema_from_feature_spec(self.model.feature_spec)
         log.info(
-            "loaded %s model version %s from %s (%d input fields)",
+            "loaded %s model version %s from %s on %s (%d input fields)",
             self.model.kind,
             self.model.version,
             self.model_uri,
+            self.model.device,
             len(self.request_schema.fields),
         )
         self.ready = True

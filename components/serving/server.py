@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ class ServeOptions:
         feast_repo: Feast repo for the transformer, if any.
         feature_service: Feast FeatureService the model was trained on.
         exported_program: Serve the artifact's torch.export program.
+        device: Where the predictor's network runs (`cpu`, `cuda`, `cuda:N`, `auto`).
         bind_host: Interface the HTTP server listens on.
         predictor_host: Where a standalone transformer forwards to.
         predictor_protocol: Protocol the transformer speaks to the predictor.
@@ -54,6 +56,7 @@ class ServeOptions:
     bind_host: str
     predictor_host: str | None
     predictor_protocol: str
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if not self.model_dir and not self.feast_repo:
@@ -70,6 +73,8 @@ class ServeOptions:
                 "--predictor_protocol must be v1 for the transformer, "
                 f"got {self.predictor_protocol!r}"
             )
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
+            raise ValueError(f"--device must be cpu, auto, cuda or cuda:N, got {self.device!r}")
 
     @property
     def role(self) -> str:
@@ -170,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Run the artifact's torch.export program (model.pt2) instead of rebuilding the "
         "network from config.json + model.safetensors.",
     )
+    parser.add_argument(
+        "--device",
+        dest="device",
+        default="cpu",
+        help="Where the predictor runs the network: cpu, cuda, cuda:N or auto (cuda if "
+        "present). Batch-1 requests are fastest on CPU; a GPU pays off for large batches "
+        "(see manifests/inferenceservice-gpu.patch.yaml).",
+    )
     return parser
 
 
@@ -195,6 +208,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, S
             bind_host=args.bind_host,
             predictor_host=args.predictor_host,
             predictor_protocol=args.predictor_protocol,
+            device=args.device,
         )
         if args.torch_threads < 1:
             raise ValueError(f"--torch_threads must be >= 1, got {args.torch_threads}")
@@ -215,7 +229,10 @@ def build_model(options: ServeOptions) -> Any:
     predictor = None
     if options.model_dir:
         predictor = HM3Predictor(
-            options.model_dir, options.config, exported=options.exported_program
+            options.model_dir,
+            options.config,
+            exported=options.exported_program,
+            device=options.device,
         )
     if not options.feast_repo:
         return predictor

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 from kserve import V1alpha1ServingRuntime, V1beta1InferenceService
 
-from components.serving.manifests import ManifestError, load_documents, parse_document
+from components.serving.manifests import (
+    ManifestError,
+    load_documents,
+    merge_patch,
+    parse_document,
+)
 from components.serving.server import parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +28,13 @@ def _by_kind(kind: str) -> list[dict]:
 
 def test_manifest_folder_holds_the_serving_objects() -> None:
     kinds = sorted(doc["kind"] for _, doc in DOCS)
-    assert kinds == ["ConfigMap", "InferenceService", "ServiceAccount", "ServingRuntime"]
+    assert kinds == [
+        "ConfigMap",
+        "InferenceService",
+        "ServiceAccount",
+        "ServingRuntime",
+        "ServingRuntime",  # CPU (auto-selected) and GPU (opt-in)
+    ]
 
 
 @pytest.mark.parametrize(("name", "doc"), DOCS, ids=[f"{n}:{d['kind']}" for n, d in DOCS])
@@ -80,15 +91,19 @@ def test_feast_configmap_matches_the_production_feature_store_yaml() -> None:
 def _container_command_lines() -> list[tuple[str, list[str], list[str], str]]:
     """(where, command, args with what KServe injects, expected role) per container."""
     out = []
+    (gpu_patch,) = load_documents(ROOT / "manifests" / "gpu" / "predictor-gpu.patch.yaml")
+    isvcs = _by_kind("InferenceService")
+    isvcs += [merge_patch(isvc, gpu_patch) for isvc in isvcs]  # the GPU runtime's user
     for runtime in _by_kind("ServingRuntime"):
-        for isvc in _by_kind("InferenceService"):
+        for isvc in isvcs:
             model = isvc["spec"]["predictor"]["model"]
             if model.get("runtime") != runtime["metadata"]["name"]:
                 continue
             for c in runtime["spec"]["containers"]:
                 # KServe fills the {{.Name}} template with the InferenceService name.
                 args = [a.replace("{{.Name}}", isvc["metadata"]["name"]) for a in c["args"]]
-                out.append((f"ServingRuntime/{c['name']}", c["command"], args, "predictor"))
+                where = f"ServingRuntime/{runtime['metadata']['name']}/{c['name']}"
+                out.append((where, c["command"], args, "predictor"))
     for isvc in _by_kind("InferenceService"):
         name = isvc["metadata"]["name"]
         for c in isvc["spec"]["transformer"]["containers"]:
@@ -140,3 +155,32 @@ def test_a_drifted_flag_fails_the_parse(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         parse_args(["--feast_repo=/etc/hm3/feast"])  # a transformer needs --predictor_host
     assert "needs --predictor_host" in capsys.readouterr().err
+
+
+def test_the_gpu_patch_moves_the_predictor_onto_the_gpu_runtime() -> None:
+    (base,) = _by_kind("InferenceService")
+    (patch,) = load_documents(ROOT / "manifests" / "gpu" / "predictor-gpu.patch.yaml")
+    isvc = parse_document(merge_patch(base, patch), "inferenceservice + gpu patch")
+    model = isvc.spec.predictor.model
+    runtimes = {d["metadata"]["name"]: d for d in _by_kind("ServingRuntime")}
+    assert model.runtime == "hm3-runtime-gpu" and model.runtime in runtimes
+    assert model.resources.limits["nvidia.com/gpu"] == "1"
+    assert model.storage_uri == base["spec"]["predictor"]["model"]["storageUri"]  # kept
+    assert isvc.spec.transformer.containers  # the transformer is untouched
+    (container,) = runtimes["hm3-runtime-gpu"]["spec"]["containers"]
+    _, options = parse_args(container["args"])
+    assert options.device == "cuda"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_merge_patch_follows_rfc_7386() -> None:
+    target = {"a": {"b": 1, "c": [1, 2]}, "d": 4}
+    patched = merge_patch(target, {"a": {"b": None, "c": [3]}, "e": {"f": 5}})
+    assert patched == {"a": {"c": [3]}, "d": 4, "e": {"f": 5}}
+    assert target == {"a": {"b": 1, "c": [1, 2]}, "d": 4}  # not modified
+
+
+def test_an_unknown_device_fails_the_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--model_dir=/mnt/models", "--device=tpu"])
+    assert "--device must be cpu, auto, cuda or cuda:N" in capsys.readouterr().err
