@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,29 @@ def test_the_local_endpoint_reads_features_from_the_runs_feast_store(run) -> Non
     assert prediction["unknown_ids"] == []
     assert set(prediction["defaulted"]) <= set(schema.CONTEXT_FEATURES), prediction["defaulted"]
     assert (run.out / "feature_store" / "feature_store.yaml").exists()
+
+
+def test_corrupt_artifacts_between_steps_give_clear_errors(run, tmp_path: Path) -> None:
+    """A truncated training table or an altered model is refused, naming the file."""
+    import pyarrow as pa
+
+    from model.evaluation import evaluate_models
+    from model.storage import ArtifactError
+    from model.trainer import TrainConfig, train
+
+    (table,) = run.run_dir.rglob("join-training-table/table")
+    truncated = tmp_path / "table.parquet"
+    truncated.write_bytes(table.read_bytes()[:-200])
+    with pytest.raises(pa.ArrowInvalid, match="table.parquet.*corrupted"):
+        train(truncated, tmp_path / "model", TrainConfig(epochs=1, progress=False))
+
+    altered = tmp_path / "hm3"
+    shutil.copytree(run.out / "models" / "hm3", altered)
+    weights = bytearray((altered / "model.safetensors").read_bytes())
+    weights[-1] ^= 0xFF  # one flipped bit pattern in the last weight
+    (altered / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(ArtifactError, match="model.safetensors does not match its SHA-256"):
+        evaluate_models([str(altered)], str(table), tmp_path / "eval")
 
 
 def test_same_parameters_and_seed_give_the_same_labels_models_and_metrics(
