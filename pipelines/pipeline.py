@@ -21,6 +21,11 @@ CANDIDATE_KIND = "hm3"
 BASELINE_KINDS = ["esm2", "esmm", "naive"]
 
 
+def _sized(task: dsl.PipelineTask, name: str, cpu: str, memory: str) -> dsl.PipelineTask:
+    """Display name and resource requests: what the KFP UI shows and the scheduler reserves."""
+    return task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
+
+
 def create_pipeline(use_gpu: bool = False, gpus: int = 1) -> Callable[..., object]:
     """Build the pipeline function.
 
@@ -31,8 +36,9 @@ def create_pipeline(use_gpu: bool = False, gpus: int = 1) -> Callable[..., objec
     """
 
     def _train(table, kind, config_json) -> dsl.PipelineTask:  # noqa: ANN001
-        task = train_model(table=table, model_kind=kind, config_json=config_json)
-        task.set_display_name("train").set_cpu_request("2").set_memory_request("8Gi")
+        task = _sized(
+            train_model(table=table, model_kind=kind, config_json=config_json), "train", "2", "8Gi"
+        )
         if use_gpu:
             request_gpus(task, gpus)
         return task
@@ -59,25 +65,41 @@ def create_pipeline(use_gpu: bool = False, gpus: int = 1) -> Callable[..., objec
         deploy_mode: str = "local",
         canary_traffic_percent: int = 100,
     ) -> None:
-        logs = load_logs(
-            source_uri=source_uri,
-            impressions=impressions,
-            seed=seed,
-            micro_signal=micro_signal,
-            macro_signal=macro_signal,
-            users=users,
-            items=items,
-            days=days,
-        ).set_display_name("load raw logs")
-        labels = build_labels(
-            world=logs.outputs["world"], config_json=label_config_json
-        ).set_display_name("build graph labels")
-        features = retrieve_features(world=logs.outputs["world"]).set_display_name(
-            "retrieve Feast features"
+        logs = _sized(
+            load_logs(
+                source_uri=source_uri,
+                impressions=impressions,
+                seed=seed,
+                micro_signal=micro_signal,
+                macro_signal=macro_signal,
+                users=users,
+                items=items,
+                days=days,
+            ),
+            "load raw logs",
+            "1",
+            "4Gi",
         )
-        table = join_training_table(
-            labels=labels.outputs["labels"], features=features.outputs["features"]
-        ).set_display_name("join labels and features")
+        labels = _sized(
+            build_labels(world=logs.outputs["world"], config_json=label_config_json),
+            "build graph labels",
+            "2",
+            "8Gi",
+        )
+        features = _sized(
+            retrieve_features(world=logs.outputs["world"]),
+            "retrieve Feast features",
+            "2",
+            "8Gi",
+        )
+        table = _sized(
+            join_training_table(
+                labels=labels.outputs["labels"], features=features.outputs["features"]
+            ),
+            "join labels and features",
+            "1",
+            "4Gi",
+        )
         candidate = _train(table.outputs["table"], CANDIDATE_KIND, train_config_json)
         with dsl.ParallelFor(BASELINE_KINDS, name="baselines") as kind:
             baseline = _train(table.outputs["table"], kind, train_config_json)
@@ -90,17 +112,23 @@ def create_pipeline(use_gpu: bool = False, gpus: int = 1) -> Callable[..., objec
             deploy_dir=deploy_dir,
             min_cvr_auc=min_cvr_auc,
             tolerance=auc_tolerance,
-        ).set_display_name("evaluate and gate")
-        decision = gate_decision(evaluation=evaluation.outputs["evaluation"])
-        decision.set_display_name("gate decision")
+        )
+        _sized(evaluation, "evaluate and gate", "2", "8Gi")
+        decision = _sized(
+            gate_decision(evaluation=evaluation.outputs["evaluation"]),
+            "gate decision",
+            "0.1",
+            "256Mi",
+        )
         with dsl.If(decision.output == "deploy", name="gate-passed"):
-            deploy_model(
+            deploy = deploy_model(
                 model=candidate.outputs["model"],
                 feature_store=features.outputs["feature_store"],
                 deploy_dir=deploy_dir,
                 cvr_auc=evaluation.outputs["cvr_auc"],
                 mode=deploy_mode,
                 canary_traffic_percent=canary_traffic_percent,
-            ).set_display_name("deploy on KServe").set_caching_options(False)
+            )
+            _sized(deploy, "deploy on KServe", "1", "2Gi").set_caching_options(False)
 
     return hm3_pipeline

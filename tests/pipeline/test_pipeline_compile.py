@@ -84,3 +84,20 @@ def test_every_step_but_deploy_is_cached(compiled) -> None:
     }
     assert caching.pop("deploy-model") is False
     assert caching and all(caching.values()), caching
+
+
+def test_every_step_has_resource_requests_and_a_display_name(compiled) -> None:
+    _, spec, _ = compiled
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        resources = executor["container"].get("resources", {})
+        assert resources.get("cpuRequest", 0) > 0, name
+        assert resources.get("memoryRequest", 0) > 0, name
+    steps = {
+        name: task
+        for name, task in _all_tasks(spec).items()
+        if "dag" not in spec["components"][task["componentRef"]["name"]]
+    }
+    for name, task in steps.items():
+        assert task.get("taskInfo", {}).get("name"), name
+    display = {task["taskInfo"]["name"] for task in steps.values()}
+    assert {"load raw logs", "retrieve Feast features", "deploy on KServe", "train"} <= display
