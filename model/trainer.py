@@ -66,16 +66,17 @@ class TrainConfig:
         model_kind: `hm3`, `esm2`, `esmm` or `naive`.
         embedding_dim: Embedding size per categorical feature.
         interaction: Explicit pairwise interaction of the embeddings fed to every tower, the same
-            for every kind: `none`, `dot` (all categorical pairs, DLRM) or `id_hadamard`
-            (elementwise products of id-feature embeddings, e.g. user_id x item_id; NCF's GMF).
+            for every kind: `none`, `dot` (all categorical pairs, DLRM; the default, chosen on
+            validation CVR AUC in docs/model.md) or `id_hadamard` (elementwise products of
+            id-feature embeddings, e.g. user_id x item_id; NCF's GMF).
         hidden: Hidden layer sizes of every tower.
         dropout: Dropout after each hidden layer.
         optimizer: `adam`, `adamw`, `adagrad` or `sgd`.
         lr: Learning rate.
         embedding_lr: Learning rate of the embedding table; None = `lr`. Id rows are seen a few
             dozen times per epoch and Adam's per-row normalization gives each such update a
-            full-size step, so the table can memorize ids long before the towers converge; a
-            smaller rate slows that down.
+            full-size step, so the table memorizes ids long before the towers converge; the
+            default 1e-4 (chosen on validation CVR AUC, docs/model.md) slows that down.
         embedding_l2: Strength lambda of a Gaussian prior on every embedding row (variance
             1 / (2 lambda), in units of the per-impression loss): each pass over the training
             split adds lambda * ||w||^2 once per row, applied lazily to the rows a batch uses,
@@ -101,12 +102,12 @@ class TrainConfig:
 
     model_kind: str = "hm3"
     embedding_dim: int = 16
-    interaction: str = "none"
+    interaction: str = "dot"
     hidden: tuple[int, ...] = (256, 128, 64)
     dropout: float = 0.1
     optimizer: str = "adam"
     lr: float = 1e-3
-    embedding_lr: float | None = None
+    embedding_lr: float | None = 1e-4
     embedding_l2: float = 0.0
     weight_decay: float = 0.0
     batch_size: int = 2048
