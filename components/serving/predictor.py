@@ -13,17 +13,16 @@ import logging
 import os
 from typing import Any
 
-import kserve
 import numpy as np
-from kserve.protocol.infer_type import InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest
 
+from components.serving.base import ScoringModel
 from components.serving.protocol import (
     TASKS,
     Batch,
     RequestSchema,
     Scores,
     ServingConfig,
-    format_response,
     parse_request,
     schema_from_feature_spec,
 )
@@ -31,7 +30,7 @@ from components.serving.protocol import (
 log = logging.getLogger(__name__)
 
 
-class HM3Predictor(kserve.Model):
+class HM3Predictor(ScoringModel):
     """Serves one model artifact under `config.model_name` (V1 and V2 protocols)."""
 
     def __init__(
@@ -79,10 +78,6 @@ class HM3Predictor(kserve.Model):
         """Version string of the loaded model."""
         return str(self.model.version)
 
-    def validate(self, payload: Any) -> Any:
-        """Pass through: `preprocess` has already validated the request completely."""
-        return payload
-
     async def preprocess(
         self, payload: dict | InferRequest | bytes, headers: dict[str, str] | None = None
     ) -> Batch:
@@ -98,15 +93,6 @@ class HM3Predictor(kserve.Model):
         """Score the batch off the event loop, so health checks answer during a forward pass."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.score, payload)
-
-    async def postprocess(
-        self,
-        result: Scores,
-        headers: dict[str, str] | None = None,
-        response_headers: dict[str, str] | None = None,
-    ) -> dict | InferResponse:
-        """Format the scores in the protocol of the request."""
-        return format_response(result, self.name)
 
     def score(self, batch: Batch) -> Scores:
         """Run the model on a validated batch; missing features take the model's defaults.

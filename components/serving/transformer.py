@@ -20,10 +20,10 @@ import asyncio
 import logging
 from typing import Any
 
-import kserve
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest
 
+from components.serving.base import ScoringModel
 from components.serving.predictor import HM3Predictor
 from components.serving.protocol import (
     FLOAT,
@@ -34,7 +34,6 @@ from components.serving.protocol import (
     Scores,
     ServingConfig,
     context_value_type,
-    format_response,
     parse_request,
     scores_from_v1,
     to_v1_instances,
@@ -44,7 +43,7 @@ from model import schema
 log = logging.getLogger(__name__)
 
 
-class FeastTransformer(kserve.Model):
+class FeastTransformer(ScoringModel):
     """Fetches the FeatureService's features for each instance, then has the predictor score."""
 
     def __init__(
@@ -108,10 +107,6 @@ class FeastTransformer(kserve.Model):
         self.ready = True
         return self.ready
 
-    def validate(self, payload: Any) -> Any:
-        """Pass through: `preprocess` has already validated the request completely."""
-        return payload
-
     async def preprocess(
         self, payload: dict | InferRequest | bytes, headers: dict[str, str] | None = None
     ) -> Batch:
@@ -159,12 +154,3 @@ class FeastTransformer(kserve.Model):
             return await self.predictor.predict(payload, headers)
         response = await super().predict(to_v1_instances(payload), headers, response_headers)
         return scores_from_v1(response, payload)
-
-    async def postprocess(
-        self,
-        result: Scores,
-        headers: dict[str, str] | None = None,
-        response_headers: dict[str, str] | None = None,
-    ) -> dict | InferResponse:
-        """Format the scores in the protocol of the client's request."""
-        return format_response(result, self.name)
