@@ -223,7 +223,21 @@ def main() -> None:
     for a, b in zip(order, order[1:], strict=False):
         gap = cvr[a].mean() - cvr[b].mean()
         spread = max(np.ptp(cvr[a]), np.ptp(cvr[b]))
-        print(f"{a} - {b}: CVR AUC gap {gap:+.4f}, largest seed spread (max - min) {spread:.4f}")
+        print(
+            f"{a} - {b}: CVR AUC gap {gap:+.4f}, largest seed spread (max - min) {spread:.4f}; "
+            f"gap larger than spread: {'yes' if gap > spread else 'no'}"
+        )
+    # Same seed = same shuffles for every kind, which moves all kinds together (seed 2 is high
+    # for all four), so per-seed differences are a sharper, secondary view of the same runs.
+    by_seed = {
+        (r["kind"], r["seed"]): r["metrics"][r["kind"]]["cvr"]["auc"]
+        for r in records
+        if "cvr" in r["metrics"][r["kind"]]
+    }
+    seeds = sorted({r["seed"] for r in records})
+    for a, b in zip(order, order[1:], strict=False):
+        diffs = [by_seed[(a, s)] - by_seed[(b, s)] for s in seeds]
+        print(f"{a} - {b} per seed: " + ", ".join(f"{d:+.4f}" for d in diffs))
 
 
 if __name__ == "__main__":
