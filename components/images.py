@@ -1,7 +1,7 @@
 """Container images the components run in on a cluster (ignored by kfp.local).
 
-Built from `docker/Dockerfile` (CPU: data, features, evaluation, serving) and
-`docker/Dockerfile.train` (CUDA base image: training). Override at compile time with the
+Built from `dockerfiles/Dockerfile` (CPU: data, features, evaluation, serving) and
+`dockerfiles/Dockerfile.train` (CUDA base image: training). Override at compile time with the
 HM3_IMAGE / HM3_TRAIN_IMAGE environment variables read by `pipelines.compile`.
 """
 

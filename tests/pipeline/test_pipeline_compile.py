@@ -101,3 +101,17 @@ def test_every_step_has_resource_requests_and_a_display_name(compiled) -> None:
         assert task.get("taskInfo", {}).get("name"), name
     display = {task["taskInfo"]["name"] for task in steps.values()}
     assert {"load raw logs", "retrieve Feast features", "deploy on KServe", "train"} <= display
+
+
+def test_no_top_level_folder_shadows_an_importable_package() -> None:
+    """Run from the repo root (python -m ..., python -c ...), a folder named like a package
+    (`docker/` did) is imported instead of it; kfp.local then fails on `docker.DockerClient`."""
+    from importlib.metadata import packages_distributions
+
+    root = Path(__file__).resolve().parents[2]
+    # Other distributions' top-level modules, plus optional ones kfp imports when present.
+    # `docs` and `tests` are shipped by some sloppy wheels; shadowing those harms nobody.
+    theirs = {m for m, dists in packages_distributions().items() if "hm3" not in dists}
+    theirs = (theirs | {"docker", "kubernetes", "google"}) - {"docs", "tests"}
+    folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    assert not folders & theirs, folders & theirs
