@@ -70,8 +70,15 @@ def build_inputs(work: Path) -> tuple[Path, Path, list[dict], list[dict]]:
     cfg = TrainConfig()
     spec = FeatureSpec.fit(frame, kinds, hash_buckets=cfg.hash_buckets)
     torch.manual_seed(0)
-    net = build_model("hm3", spec, cfg.embedding_dim, tuple(cfg.hidden), cfg.dropout)
-    arch = {"embedding_dim": cfg.embedding_dim, "hidden": list(cfg.hidden), "dropout": cfg.dropout}
+    net = build_model(
+        "hm3", spec, cfg.embedding_dim, tuple(cfg.hidden), cfg.dropout, interaction=cfg.interaction
+    )
+    arch = {
+        "embedding_dim": cfg.embedding_dim,
+        "hidden": list(cfg.hidden),
+        "dropout": cfg.dropout,
+        "interaction": cfg.interaction,
+    }
     artifact = work / "artifact"
     save_artifact(net, spec, arch, {"note": "bench: untrained weights"}, artifact)
     context = list(schema.CONTEXT_FEATURES)
