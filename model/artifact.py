@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from model import storage
+from model.devices import check_device_name
 from model.encoding import FeatureSpec
 from model.nets import GraphNet, build_model
 
@@ -228,10 +229,8 @@ def resolve_device(name: str) -> torch.device:
     Raises:
         ValueError: On an unknown name or unavailable CUDA.
     """
-    if name == "auto":
+    if check_device_name(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r}: CUDA is not available on this machine")

@@ -35,6 +35,7 @@ from torch import nn
 from model import metrics, schema, storage
 from model.artifact import HISTORY, save_artifact
 from model.dataset import TensorData, split_by_time
+from model.devices import check_device_name
 from model.embedding import INTERACTIONS
 from model.encoding import FeatureSpec, feature_kinds
 from model.losses import multitask_loss
@@ -175,8 +176,7 @@ class TrainConfig:
             raise ValueError(f"threads must be an integer >= 0, got {self.threads!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_device_name(self.device)
         if (
             len(self.split) != 3
             or any(not s > 0 for s in self.split)

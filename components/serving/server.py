@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from components.serving.protocol import ServingConfig
+from model.devices import check_device_name
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,10 @@ class ServeOptions:
                 "--predictor_protocol must be v1 for the transformer, "
                 f"got {self.predictor_protocol!r}"
             )
-        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
-            raise ValueError(f"--device must be cpu, auto, cuda or cuda:N, got {self.device!r}")
+        try:
+            check_device_name(self.device)
+        except ValueError as err:
+            raise ValueError(f"--{err}") from err
 
     @property
     def role(self) -> str:
@@ -181,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         help="Where the predictor runs the network: cpu, cuda, cuda:N or auto (cuda if "
         "present). Batch-1 requests are fastest on CPU; a GPU pays off for large batches "
-        "(see manifests/inferenceservice-gpu.patch.yaml).",
+        "(see manifests/gpu/predictor-gpu.patch.yaml).",
     )
     return parser
 
