@@ -107,10 +107,9 @@ def publish_model(model_uri: str, deploy_dir: str) -> str:
     """
     from model import storage
 
-    version = _model_config(model_uri)["version"]
-    target = storage.join(deploy_dir, "models", version)
     with storage.local_dir(model_uri) as local:
-        published = storage.upload_dir(local, target)
+        version = json.loads((local / "config.json").read_text())["version"]
+        published = storage.upload_dir(local, storage.join(deploy_dir, "models", version))
     log.info("published %s to %s", model_uri, published)
     return published
 
