@@ -7,8 +7,8 @@ Two tables from one run, every model in its own process (so peak RSS is its own)
    features; torch-rechub's ESMM takes sparse features only, so dense ones are left out for
    everyone), with the same embedding dim, tower sizes, batch size, Adam (lr 1e-3) and BCE losses
    (ctr on click, ctcvr on buy) in the same hand-written loop: this isolates forward + backward +
-   optimizer step. Ours uses its trainer's optimizers (`make_optimizers`: SparseAdam on the sparse
-   embedding table, Adam on the rest); the peer uses one Adam over all its parameters, as its
+   optimizer step. Ours uses its trainer's optimizers (`make_optimizers`: LazyAdam on the sparse
+   embedding table, fused Adam on the rest); the peer uses one Adam over all its parameters, as its
    MTLTrainer does. Its towers add BatchNorm after each hidden layer (its MLP).
 2. **End to end.** Each library trains one epoch through its own documented path on the same
    training rows (the time split's train part of one table: the same 10 sparse columns, labels,
@@ -158,7 +158,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         loss.backward()
         for opt in optimizers:
             opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     seconds = time.perf_counter() - started
     timed = min(args.steps, len(batches) - warm)
     return {

@@ -40,6 +40,7 @@ from model.embedding import INTERACTIONS
 from model.encoding import FeatureSpec, feature_kinds
 from model.losses import multitask_loss
 from model.nets import MODEL_KINDS, GraphNet, build_model
+from model.optim import LazyAdam
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +268,10 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
 def make_optimizers(cfg: TrainConfig, net: GraphNet) -> list[torch.optim.Optimizer]:
     """The configured optimizer for dense parameters, plus a sparse one for a sparse table.
 
-    Sparse embedding rows get the sparse counterpart of the configured optimizer: SparseAdam
-    ("lazy" Adam: moments of a row move only when the row is used) for adam/adamw, Adagrad for
-    adagrad, plain SGD for sgd; no weight decay on them.
+    Sparse embedding rows get the sparse counterpart of the configured optimizer: `LazyAdam`
+    (SparseAdam's update without its coalesce: moments of a row move only when the row is used)
+    for adam/adamw, Adagrad for adagrad, plain SGD for sgd; no weight decay on them. Adam and
+    AdamW run their fused kernels (one pass over all dense parameters, on CPU and CUDA).
     """
     sparse, dense = net.parameter_groups()
     lr, wd = cfg.lr, cfg.weight_decay
@@ -279,17 +281,18 @@ def make_optimizers(cfg: TrainConfig, net: GraphNet) -> list[torch.optim.Optimiz
     groups: list[dict[str, Any]] = [{"params": [p for p in dense if p is not table]}]
     if not sparse:
         groups.append({"params": [table], "lr": emb_lr})
+    optimizers: list[torch.optim.Optimizer]
     if cfg.optimizer == "adam":
-        optimizers: list[torch.optim.Optimizer] = [torch.optim.Adam(groups, lr=lr, weight_decay=wd)]
+        optimizers = [torch.optim.Adam(groups, lr=lr, weight_decay=wd, fused=True)]
     elif cfg.optimizer == "adamw":
-        optimizers = [torch.optim.AdamW(groups, lr=lr, weight_decay=wd)]
+        optimizers = [torch.optim.AdamW(groups, lr=lr, weight_decay=wd, fused=True)]
     elif cfg.optimizer == "adagrad":
         optimizers = [torch.optim.Adagrad(groups, lr=lr, weight_decay=wd)]
     else:
         optimizers = [torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=wd)]
     if sparse:
         if cfg.optimizer in ("adam", "adamw"):
-            optimizers.append(torch.optim.SparseAdam(sparse, lr=emb_lr))
+            optimizers.append(LazyAdam(sparse, lr=emb_lr))
         elif cfg.optimizer == "adagrad":
             optimizers.append(torch.optim.Adagrad(sparse, lr=emb_lr))
         else:
