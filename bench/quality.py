@@ -6,7 +6,15 @@ raw events) -> `model.features.retrieve_world` (Feast point-in-time features, se
 test split by `model.evaluation.evaluate_predictions`, with the oracle (the world's true
 probabilities) on the same rows and labels.
 
-Usage (writes into .bench/quality/, reuses finished stages and runs):
+The oracle knows every latent trait of the world. Information ceilings (`model.ceiling`) score,
+on the same rows and labels, the exact p(buy | click) when some latents are unknown and are
+integrated over their prior: the user's interest and purchase-intent vectors and b_buy_user
+("oracle without user intent"), or also the item's vectors given its category ("without user or
+item intent"); each also with b_buy_user inferred from the user_cvr_30d feature the models see.
+They measure how much of the oracle's lead no model could reach without learning those latents.
+Each is printed with the share of the naive-to-ceiling CVR AUC gap that HM^3 closes.
+
+Usage (writes into .bench/quality/, reuses finished stages, runs and ceilings):
     nice -n 10 .venv/bin/python bench/quality.py --impressions 2000000 --seeds 3
     nice -n 10 .venv/bin/python bench/quality.py --micro-signal 0 --kinds esm2,hm3
 """
@@ -132,6 +140,59 @@ def run(world_dir: Path, table: Path, kind: str, seed: int, args: argparse.Names
     return record
 
 
+def ceilings(world_dir: Path, table_path: Path, draws: int) -> dict:
+    """Score the information ceilings on the test split; cached per settings and source code."""
+    from model import ceiling
+    from model.evaluation import EvalConfig, evaluate_predictions, load_eval_frame
+
+    integration = ceiling.Integration(draws=draws)
+    sources = [(ROOT / "model" / f).read_text() for f in ("ceiling.py", "simulator.py")]
+    key = json.dumps(
+        [repr(integration), [repr(k) for k in ceiling.CEILINGS], *sources], sort_keys=True
+    )
+    tag = hashlib.sha256(key.encode()).hexdigest()[:10]
+    result_file = world_dir / "ceiling" / f"{tag}.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    started = time.perf_counter()
+    frame, _ = load_eval_frame(
+        str(table_path), EvalConfig(), truth_path=str(world_dir / "truth.parquet")
+    )
+    probs, mismatch = ceiling.ceiling_predictions(world_dir, frame, integration=integration)
+    if mismatch > 1e-12:
+        raise RuntimeError(
+            f"the rebuilt world does not reproduce {world_dir}/truth.parquet (max |diff| "
+            f"{mismatch:.3g}): simulator changed since the world was written?"
+        )
+    scores = evaluate_predictions(frame, {name: {"cvr": p} for name, p in probs.items()})
+    record = {
+        "integration": repr(integration),
+        "clicked_rows": int(frame["click"].sum()),
+        "truth_mismatch": mismatch,
+        "seconds": time.perf_counter() - started,
+        "metrics": {
+            name: {k: getattr(scores[name]["cvr"], k) for k in ("auc", "gauc", "logloss", "ece")}
+            for name in ("oracle", *probs)
+        },
+    }
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    result_file.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def ceiling_table(record: dict, cvr: dict[str, np.ndarray]) -> str:
+    """The oracle and the ceilings, then naive and HM^3 (CVR AUC mean over seeds) for reference."""
+    lines = ["| knowledge | CVR AUC | CVR GAUC | CVR log loss |", "|---|---|---|---|"]
+    for name, metrics in record["metrics"].items():
+        label = "oracle (all latents known)" if name == "oracle" else name
+        cells = " | ".join(f"{metrics[k]:.4f}" for k in ("auc", "gauc", "logloss"))
+        lines.append(f"| {label} | {cells} |")
+    for name in ("hm3", "naive"):
+        if name in cvr:
+            lines.append(f"| {name} (model, mean over seeds) | {cvr[name].mean():.4f} | - | - |")
+    return "\n".join(lines)
+
+
 def table(records: list[dict], kinds: list[str]) -> str:
     header = "| model | CVR AUC | CTCVR AUC | CTR AUC | CVR GAUC | CVR log loss |"
     lines = [header, "|" + "---|" * 6]
@@ -186,6 +247,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "quality")
+    parser.add_argument(
+        "--ceiling-draws",
+        type=int,
+        default=4096,
+        help="Monte Carlo draws shared by all rows for the ceilings that hide item vectors "
+        "(the others use exact quadrature); 0 skips the information ceilings.",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -209,6 +277,20 @@ def main() -> None:
             cvr["oracle"].mean() - cvr["naive"].mean()
         )
         print(f"\nHM^3 closes {100 * closed:.1f}% of the naive-to-oracle CVR AUC gap")
+    if args.ceiling_draws > 0:
+        record = ceilings(world_dir, tbl, args.ceiling_draws)
+        print(
+            f"\nInformation ceiling (CVR AUC on the same {record['clicked_rows']:,} clicked test "
+            "rows and labels; hidden latents integrated over their prior)\n"
+        )
+        print(ceiling_table(record, cvr))
+        if {"naive", "hm3"} <= set(cvr):
+            naive, hm3 = cvr["naive"].mean(), cvr["hm3"].mean()
+            print()
+            for name, metrics in record["metrics"].items():
+                if name != "oracle":
+                    share = 100 * (hm3 - naive) / (metrics["auc"] - naive)
+                    print(f"HM^3 closes {share:.1f}% of the naive-to-<{name}> CVR AUC gap")
     for kind in kinds:
         val = [
             r["validation"]["auc_cvr"] for r in records if r["kind"] == kind and "validation" in r

@@ -16,6 +16,12 @@ Per impression (sigma = logistic function, a = latent affinities, pr = log(price
 
 `truth.parquet` holds p_click and the three click-conditional probabilities marginalized over
 the intermediate nodes (e.g. p_buy_given_click sums over m and M); these are the oracle scores.
+`click_probability` and `graph_probabilities` are these formulas as pure functions, and
+`population(cfg)` rebuilds a world's fixed users and items (latents included), so an analysis can
+recompute the truth or evaluate the same formulas with other latent inputs (`model/ceiling.py`).
+
+The daily user and item feature snapshots are noisy views of some traits (user_cvr_30d of
+b_buy_user, item_cvr_30d of q_item, user_avg_spend of the spend); the latent vectors never appear.
 
 Logs are damaged on purpose, as real logs are: duplicated events, clicks that were never logged
 (so their purchases have no click), purchases long after the attribution window, device clocks
@@ -41,6 +47,7 @@ from model import schema
 log = logging.getLogger(__name__)
 
 LATENT_DIM = 8
+LATENT_SCALE = np.float32(1 / np.sqrt(2 * np.sqrt(LATENT_DIM)))  # of every latent vector
 DAY_US = 86_400_000_000
 SECOND_US = 1_000_000
 CHUNK_IMPRESSIONS = 1_000_000
@@ -51,6 +58,12 @@ CLICK_INTERCEPT = -3.45
 MICRO_INTERCEPT = -1.35
 MACRO_INTERCEPT = -2.65
 BUY_INTERCEPT = -4.8
+INTENT_CORRELATION = 0.5  # correlation of interest and purchase intent (own parts)
+USER_BUY_BIAS_SD = 0.4  # prior of a user's purchase propensity b_buy_user
+SCENE_EFFECT = np.array([0.0, 0.4, -0.2, 0.1], dtype=np.float32)  # per schema.SCENES
+# Feature user_cvr_30d = sigma(BUY_INTERCEPT + lift + b_buy_user) * lognormal(0, noise), per day.
+USER_CVR_FEATURE_LIFT = 2.0
+USER_CVR_FEATURE_NOISE = 0.25
 
 
 @dataclass(frozen=True)
@@ -133,7 +146,7 @@ class SimulationSummary:
 
 
 @dataclass
-class _Population:
+class Population:
     """Users and items with their latent and observable traits, fixed for the whole world."""
 
     user_weight_cdf: np.ndarray
@@ -145,36 +158,57 @@ class _Population:
     user_spend: np.ndarray  # (U,) typical spend per order
     user_static: dict[str, np.ndarray]
     item_weight_cdf: np.ndarray
-    item_int: np.ndarray  # (I, K)
+    item_int: np.ndarray  # (I, K) category base + own part (see latent_pair)
     item_buy: np.ndarray  # (I, K)
     item_quality: np.ndarray  # (I,)
     item_category: np.ndarray
     item_brand: np.ndarray
     item_price: np.ndarray  # (I, D) price per day, promotions included
+    category_int: np.ndarray  # (C, K) category bases of the item latents, before scaling
+    category_buy: np.ndarray  # (C, K)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _make_population(cfg: WorldConfig, rng: np.random.Generator) -> _Population:
+def latent_pair(
+    rng: np.random.Generator,
+    n: int,
+    base_int: np.ndarray | float,
+    base_buy: np.ndarray | float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw n (interest, purchase intent) latent vector pairs around the given bases.
+
+    Users have base 0; items have their category's base. Per coordinate, interest =
+    LATENT_SCALE (base + e1) and intent = LATENT_SCALE (base + rho e1 + sqrt(1 - rho^2) e2) with
+    e1, e2 standard normal and rho = INTENT_CORRELATION. This is the prior of the latents, used by
+    the world and by analyses that marginalize over unknown latents.
+
+    Returns:
+        (interest, intent), each (n, LATENT_DIM).
+    """
+    k, rho, scale = LATENT_DIM, INTENT_CORRELATION, LATENT_SCALE
+    own_int = rng.standard_normal((n, k), dtype=np.float32)
+    own_buy = rng.standard_normal((n, k), dtype=np.float32)
+    interest = base_int + own_int
+    intent = base_buy + rho * own_int + np.sqrt(1 - rho**2) * own_buy
+    return interest * scale, intent * scale
+
+
+def population(cfg: WorldConfig) -> Population:
+    """The world's fixed users and items, latents included, exactly as `simulate` builds them."""
+    return _make_population(cfg, np.random.default_rng([cfg.seed, 0]))
+
+
+def _make_population(cfg: WorldConfig, rng: np.random.Generator) -> Population:
     k, n_users, n_items, n_days = LATENT_DIM, cfg.users, cfg.items, cfg.days
-    rho = 0.5  # correlation of interest and purchase intent
-
-    def latent_pair(n: int, base_int: np.ndarray, base_buy: np.ndarray) -> tuple[np.ndarray, ...]:
-        own_int = rng.standard_normal((n, k), dtype=np.float32)
-        own_buy = rng.standard_normal((n, k), dtype=np.float32)
-        interest = base_int + own_int
-        intent = base_buy + rho * own_int + np.sqrt(1 - rho**2) * own_buy
-        scale = np.float32(1 / np.sqrt(2 * np.sqrt(k)))
-        return interest * scale, intent * scale
-
-    user_int, user_buy = latent_pair(n_users, 0.0, 0.0)
+    user_int, user_buy = latent_pair(rng, n_users, 0.0, 0.0)
     cat_int = rng.standard_normal((cfg.categories, k), dtype=np.float32)
     cat_buy = rng.standard_normal((cfg.categories, k), dtype=np.float32)
     cat_pop = rng.lognormal(0.0, 1.0, cfg.categories)
     item_category = rng.choice(cfg.categories, size=n_items, p=cat_pop / cat_pop.sum())
-    item_int, item_buy = latent_pair(n_items, cat_int[item_category], cat_buy[item_category])
+    item_int, item_buy = latent_pair(rng, n_items, cat_int[item_category], cat_buy[item_category])
 
     drift_steps = rng.normal(0.0, 0.15, (n_users, n_days)).astype(np.float32)
     cat_log_price = rng.normal(np.log(40.0), 0.8, cfg.categories)
@@ -184,12 +218,12 @@ def _make_population(cfg: WorldConfig, rng: np.random.Generator) -> _Population:
 
     user_activity = rng.lognormal(0.0, 1.0, n_users)
     item_popularity = rng.lognormal(0.0, 1.2, n_items)
-    return _Population(
+    return Population(
         user_weight_cdf=np.cumsum(user_activity) / user_activity.sum(),
         user_int=user_int,
         user_buy=user_buy,
         user_bias=rng.normal(0.0, 0.5, n_users).astype(np.float32),
-        user_buy_bias=rng.normal(0.0, 0.4, n_users).astype(np.float32),
+        user_buy_bias=rng.normal(0.0, USER_BUY_BIAS_SD, n_users).astype(np.float32),
         user_drift=np.cumsum(drift_steps, axis=1),
         user_spend=np.exp(rng.normal(np.log(45.0), 0.6, n_users)),
         user_static={
@@ -205,6 +239,96 @@ def _make_population(cfg: WorldConfig, rng: np.random.Generator) -> _Population:
         item_category=item_category.astype(np.int64),
         item_brand=rng.integers(0, cfg.brands, n_items),
         item_price=item_price,
+        category_int=cat_int,
+        category_buy=cat_buy,
+    )
+
+
+@dataclass(frozen=True)
+class GraphProbabilities:
+    """Click-conditional probabilities of the behavior graph, one value per impression.
+
+    Attributes:
+        p_micro: p(D-Micro | click).
+        p_macro: p(D-Macro | click, m) for m = 0, 1.
+        p_buy: p(buy | click, m, M), indexed [m][M].
+        p_macro_given_click: p(D-Macro | click), summed over m.
+        p_buy_given_click: p(buy | click), summed over m and M (the oracle CVR).
+    """
+
+    p_micro: np.ndarray
+    p_macro: tuple[np.ndarray, np.ndarray]
+    p_buy: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    p_macro_given_click: np.ndarray
+    p_buy_given_click: np.ndarray
+
+
+def click_probability(
+    a_int: np.ndarray,
+    user_bias: np.ndarray,
+    user_drift: np.ndarray,
+    quality: np.ndarray,
+    position: np.ndarray,
+    scene_effect: np.ndarray,
+) -> np.ndarray:
+    """p_click of the module docstring, per impression (arrays broadcast together)."""
+    logit_click = (
+        CLICK_INTERCEPT
+        + a_int
+        + user_bias
+        + user_drift
+        + 0.3 * quality
+        - 0.03 * (position - 1)
+        + scene_effect
+    )
+    return _sigmoid(logit_click)
+
+
+def graph_probabilities(
+    a_int: np.ndarray,
+    a_buy: np.ndarray,
+    quality: np.ndarray,
+    price_ratio: np.ndarray,
+    user_buy_bias: np.ndarray,
+    micro_signal: float,
+    macro_signal: float,
+) -> GraphProbabilities:
+    """The behavior graph after a click, per impression (arrays broadcast together).
+
+    Pure: the same formulas the world samples from, so analyses can feed other latents.
+
+    Args:
+        a_int: Interest affinity, user interest . item interest.
+        a_buy: Purchase-intent affinity, user intent . item intent.
+        quality: Item quality q_item.
+        price_ratio: log(price on the day / user spend).
+        user_buy_bias: The user's purchase propensity b_buy_user.
+        micro_signal: WorldConfig.micro_signal.
+        macro_signal: WorldConfig.macro_signal.
+    """
+    p_micro = _sigmoid(MICRO_INTERCEPT + 0.9 * a_buy + 0.4 * quality + 0.2 * a_int)
+    logit_macro = MACRO_INTERCEPT + a_buy - 0.3 * price_ratio
+    p_macro = (_sigmoid(logit_macro), _sigmoid(logit_macro + micro_signal))
+    logit_buy = BUY_INTERCEPT + a_buy + user_buy_bias - 0.6 * price_ratio + 0.4 * quality
+    micro_lift = 0.5 * micro_signal
+    p_buy = (
+        (_sigmoid(logit_buy), _sigmoid(logit_buy + macro_signal)),
+        (_sigmoid(logit_buy + micro_lift), _sigmoid(logit_buy + macro_signal + micro_lift)),
+    )
+    p_macro_given_click = (1 - p_micro) * p_macro[0] + p_micro * p_macro[1]
+    p_buy_given_click = sum(
+        (p_micro if mic else 1 - p_micro)
+        * (p_macro[mic] if mac else 1 - p_macro[mic])
+        * p_buy[mic][mac]
+        for mic in (0, 1)
+        for mac in (0, 1)
+    )
+    return GraphProbabilities(
+        p_micro=p_micro,
+        p_macro=p_macro,
+        p_buy=p_buy,
+        p_macro_given_click=p_macro_given_click,
+        p_buy_given_click=p_buy_given_click,
     )
 
 
@@ -230,7 +354,7 @@ class _Chunk:
 
 
 def _simulate_chunk(
-    cfg: WorldConfig, pop: _Population, chunk: int, n: int, first_index: int, t0: int, t1: int
+    cfg: WorldConfig, pop: Population, chunk: int, n: int, first_index: int, t0: int, t1: int
 ) -> _Chunk:
     """Impressions with ts in [t0, t1), their outcomes and their raw event logs."""
     rng = np.random.default_rng([cfg.seed, 1, chunk])
@@ -241,42 +365,27 @@ def _simulate_chunk(
     position = np.minimum(rng.geometric(0.12, n), 50).astype(np.int32)
     scene = rng.choice(len(schema.SCENES), size=n, p=[0.5, 0.3, 0.1, 0.1])
     device = rng.choice(len(schema.DEVICES), size=n, p=[0.55, 0.35, 0.10])
-    scene_effect = np.array([0.0, 0.4, -0.2, 0.1], dtype=np.float32)[scene]
+    scene_effect = SCENE_EFFECT[scene]
 
     a_int = np.einsum("nk,nk->n", pop.user_int[user], pop.item_int[item])
     a_buy = np.einsum("nk,nk->n", pop.user_buy[user], pop.item_buy[item])
     quality = pop.item_quality[item]
     price_ratio = np.log(pop.item_price[item, day] / pop.user_spend[user])
 
-    logit_click = (
-        CLICK_INTERCEPT
-        + a_int
-        + pop.user_bias[user]
-        + pop.user_drift[user, day]
-        + 0.3 * quality
-        - 0.03 * (position - 1)
-        + scene_effect
+    p_click = click_probability(
+        a_int, pop.user_bias[user], pop.user_drift[user, day], quality, position, scene_effect
     )
-    p_click = _sigmoid(logit_click)
-    p_micro = _sigmoid(MICRO_INTERCEPT + 0.9 * a_buy + 0.4 * quality + 0.2 * a_int)
-    logit_macro = MACRO_INTERCEPT + a_buy - 0.3 * price_ratio
-    p_macro = [_sigmoid(logit_macro + cfg.micro_signal * m) for m in (0, 1)]
-    logit_buy = BUY_INTERCEPT + a_buy + pop.user_buy_bias[user] - 0.6 * price_ratio + 0.4 * quality
-    p_buy = [
-        [
-            _sigmoid(logit_buy + cfg.macro_signal * mac + 0.5 * cfg.micro_signal * mic)
-            for mac in (0, 1)
-        ]
-        for mic in (0, 1)
-    ]
-    p_macro_given_click = (1 - p_micro) * p_macro[0] + p_micro * p_macro[1]
-    p_buy_given_click = sum(
-        (p_micro if mic else 1 - p_micro)
-        * (p_macro[mic] if mac else 1 - p_macro[mic])
-        * p_buy[mic][mac]
-        for mic in (0, 1)
-        for mac in (0, 1)
+    graph = graph_probabilities(
+        a_int,
+        a_buy,
+        quality,
+        price_ratio,
+        pop.user_buy_bias[user],
+        cfg.micro_signal,
+        cfg.macro_signal,
     )
+    p_micro, p_macro, p_buy = graph.p_micro, graph.p_macro, graph.p_buy
+    p_macro_given_click, p_buy_given_click = graph.p_macro_given_click, graph.p_buy_given_click
 
     click = rng.random(n) < p_click
     d_micro = click & (rng.random(n) < p_micro)
@@ -433,7 +542,7 @@ def _with_event_ids(
 
 
 def _feature_tables(
-    cfg: WorldConfig, pop: _Population, rng: np.random.Generator
+    cfg: WorldConfig, pop: Population, rng: np.random.Generator
 ) -> tuple[pa.Table, pa.Table]:
     """Daily snapshots (00:00 UTC) of user and item features as known at that time."""
     n_users, n_items, n_days = cfg.users, cfg.items, cfg.days
@@ -447,7 +556,13 @@ def _feature_tables(
         _sigmoid(CLICK_INTERCEPT + 0.5 + pop.user_bias[:, None] + pop.user_drift), 0.15
     )
     user_cvr = noisy_rate(
-        _sigmoid(BUY_INTERCEPT + 2.0 + pop.user_buy_bias[:, None] + np.zeros((1, n_days))), 0.25
+        _sigmoid(
+            BUY_INTERCEPT
+            + USER_CVR_FEATURE_LIFT
+            + pop.user_buy_bias[:, None]
+            + np.zeros((1, n_days))
+        ),
+        USER_CVR_FEATURE_NOISE,
     )
     spend = (pop.user_spend[:, None] * rng.lognormal(0.0, 0.05, (n_users, n_days))).round(2)
     activity = pop.user_static["activity"]
@@ -529,8 +644,7 @@ def simulate(cfg: WorldConfig, out_dir: str | Path, progress: bool = False) -> S
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([cfg.seed, 0])
-    pop = _make_population(cfg, rng)
+    pop = population(cfg)
 
     n_chunks = -(-cfg.impressions // CHUNK_IMPRESSIONS)
     bounds = np.linspace(0, cfg.impressions, n_chunks + 1).astype(np.int64)
