@@ -22,11 +22,14 @@ Two tables from one run, every model in its own process (so peak RSS is its own)
 Usage:
     nice -n 10 .venv/bin/python bench/train.py [--rows 300000] [--batch-size 2048] \\
         [--threads 2] [--repeats 3]
+    # on a GPU machine (the issue's H200 figure: HM^3 at batch 4096, bf16):
+    .venv/bin/python bench/train.py --device cuda --bf16 --batch-size 4096 --repeats 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -94,12 +97,19 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = torch.device(args.device)
     data = np.load(args.data)
-    cat = torch.from_numpy(data["cat"])
-    labels = torch.from_numpy(data["labels"])
+    cat = torch.from_numpy(data["cat"]).to(device)
+    labels = torch.from_numpy(data["labels"]).to(device)
     sizes = data["sizes"].tolist()
     click, buy = labels[:, 0], labels[:, 3]
     hidden = tuple(args.hidden)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        """bf16 autocast for our models on a GPU, as `model.trainer.train` does with bf16=True."""
+        if args.bf16 and device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     if name == "rechub-esmm":
         from torch_rechub.basic.features import SparseFeature
@@ -128,12 +138,14 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         )
         kind = name.split("-")[1]
         net = build_model(kind, spec, args.dim, hidden, 0.0, sparse_embeddings=True)
-        empty = torch.zeros(args.batch_size, 0)
+        empty = torch.zeros(args.batch_size, 0, device=device)
         label_names = ("click", "d_micro", "d_macro", "buy")
 
         def step_loss(idx: torch.Tensor) -> torch.Tensor:
             lab = {n: labels[idx, i] for i, n in enumerate(label_names)}
-            loss, _ = multitask_loss(net(cat[idx], empty[: len(idx)]), lab, net.losses)
+            with autocast():
+                outputs = net(cat[idx], empty[: len(idx)])
+            loss, _ = multitask_loss(outputs, lab, net.losses)
             return loss
 
     if name == "rechub-esmm":
@@ -142,8 +154,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         from model.trainer import TrainConfig, make_optimizers
 
         optimizers = make_optimizers(TrainConfig(optimizer="adam", lr=1e-3), net)
-    net.train()
-    perm = torch.randperm(len(cat), generator=torch.Generator().manual_seed(0))
+    net.to(device).train()
+    perm = torch.randperm(len(cat), generator=torch.Generator().manual_seed(0)).to(device)
     batches = [
         perm[i : i + args.batch_size]
         for i in range(0, len(perm) - args.batch_size + 1, args.batch_size)
@@ -152,6 +164,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     losses = []
     for i, idx in enumerate(batches[: warm + args.steps]):
         if i == warm:
+            _sync(device)
             started = time.perf_counter()
         loss = step_loss(idx)
         for opt in optimizers:
@@ -159,15 +172,17 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         loss.backward()
         for opt in optimizers:
             opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())  # no per-step host sync on a GPU
+    _sync(device)
     seconds = time.perf_counter() - started
     timed = min(args.steps, len(batches) - warm)
     return {
         "model": name,
         "samples_per_s": timed * args.batch_size / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": _peak_gpu_mb(device),
         "params": sum(p.numel() for p in net.parameters()),
-        "final_loss": sum(losses[-10:]) / 10,
+        "final_loss": float(torch.stack(losses[-10:]).mean()),
     }
 
 
@@ -221,7 +236,7 @@ def run_e2e(name: str, args: argparse.Namespace) -> dict:
                 task_types=["classification"] * 3,
                 optimizer_params={"lr": 1e-3, "weight_decay": 0.0},
                 n_epoch=1,
-                device="cpu",
+                device=args.device,
                 model_path=tmp,
             )
             started = time.perf_counter()
@@ -243,7 +258,8 @@ def run_e2e(name: str, args: argparse.Namespace) -> dict:
             batch_size=args.batch_size,
             epochs=1,
             split=SPLIT,
-            device="cpu",
+            device=args.device,
+            bf16=args.bf16,
             threads=args.threads,
             progress=False,
         )
@@ -258,6 +274,7 @@ def run_e2e(name: str, args: argparse.Namespace) -> dict:
         "seconds": seconds,
         "rows": rows,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": _peak_gpu_mb(torch.device(args.device)),
     }
 
 
@@ -275,6 +292,17 @@ def main() -> None:
     )
     parser.add_argument(
         "--repeats", type=int, default=3, help="Runs per model and table (median reported)."
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu or cuda[:N]. On a GPU run e.g. --device cuda --bf16 --batch-size 4096.",
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast for our models on a GPU (the peer stays fp32: its trainer has no "
+        "autocast and its probability-space BCE is not autocast-safe). Ignored on CPU.",
     )
     parser.add_argument("--skip-e2e", action="store_true", help="Only the model-step table.")
     parser.add_argument("--one", choices=MODELS, help=argparse.SUPPRESS)
@@ -300,18 +328,22 @@ def main() -> None:
             for name in MODELS:
                 cmd = [sys.executable, __file__, "--one", name, "--data", str(data)]
                 cmd += ["--table", str(table), *(["--e2e"] if e2e else [])]
-                for flag in ("rows", "batch_size", "dim", "steps", "threads"):
+                for flag in ("rows", "batch_size", "dim", "steps", "threads", "device"):
                     cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+                cmd += ["--bf16"] if args.bf16 else []
                 cmd += ["--hidden", *map(str, args.hidden)]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 runs[name].append(json.loads(out.strip().splitlines()[-1]))
         return _summarize(runs)
 
+    precision = " (bf16 autocast for ours)" if args.bf16 and args.device != "cpu" else ""
     setting = (
         f"batch {args.batch_size}, embedding {args.dim}, towers {'-'.join(map(str, args.hidden))}, "
-        f"Adam lr 1e-3, {args.threads} thread(s), median of {args.repeats} interleaved runs "
+        f"Adam lr 1e-3, {args.threads} thread(s), device {args.device}{precision}, "
+        f"median of {args.repeats} interleaved runs "
         "(range in brackets; vs peer = median of the per-round ratios)"
     )
+    gpu = {"peak GPU (MB)": lambda r: f"{r['peak_gpu_mb']:,.0f}"} if args.device != "cpu" else {}
     results = measure(e2e=False)
     print(f"\nModel step: {args.rows:,} rows, {args.steps} timed steps, {setting}\n")
     _print_table(
@@ -319,6 +351,7 @@ def main() -> None:
         {
             "parameters": lambda r: f"{r['params']:,}",
             "loss (last 10 steps)": lambda r: f"{r['final_loss']:.4f}",
+            **gpu,
         },
     )
     print(f"\nTargets (model step): {_targets(results)}")
@@ -339,9 +372,27 @@ def main() -> None:
         {
             "training path": lambda r: paths[r["model"]],
             "epoch (s)": lambda r: f"{r['seconds']:.1f}",
+            **gpu,
         },
     )
     print(f"\nTargets (end to end): {_targets(e2e)}")
+
+
+def _sync(device: object) -> None:
+    """Wait for queued GPU work, so a timer measures it (no-op on CPU)."""
+    import torch
+
+    if getattr(device, "type", "cpu") == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_gpu_mb(device: object) -> float | None:
+    """Peak GPU memory allocated by torch in this process, None on CPU."""
+    import torch
+
+    if getattr(device, "type", "cpu") != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def _summarize(runs: dict[str, list[dict]]) -> list[dict]:
@@ -361,6 +412,7 @@ def _summarize(runs: dict[str, list[dict]]) -> list[dict]:
                 "ratio": float(np.median(ratios)),
                 "ratio_range": (min(ratios), max(ratios)),
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in reps),
+                "peak_gpu_mb": max((r["peak_gpu_mb"] or 0.0) for r in reps),
                 "seconds": float(np.median([r.get("seconds", 0.0) for r in reps])),
             }
         )
