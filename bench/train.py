@@ -148,13 +148,14 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
             loss, _ = multitask_loss(outputs, lab, net.losses)
             return loss
 
+    net.to(device)  # before the optimizers see the parameters
     if name == "rechub-esmm":
         optimizers = [torch.optim.Adam(net.parameters(), lr=1e-3)]  # as its MTLTrainer does
     else:
         from model.trainer import TrainConfig, make_optimizers
 
         optimizers = make_optimizers(TrainConfig(optimizer="adam", lr=1e-3), net)
-    net.to(device).train()
+    net.train()
     perm = torch.randperm(len(cat), generator=torch.Generator().manual_seed(0)).to(device)
     batches = [
         perm[i : i + args.batch_size]
