@@ -36,6 +36,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARSE = (
@@ -379,19 +383,19 @@ def main() -> None:
     print(f"\nTargets (end to end): {_targets(e2e)}")
 
 
-def _sync(device: object) -> None:
+def _sync(device: torch.device) -> None:
     """Wait for queued GPU work, so a timer measures it (no-op on CPU)."""
     import torch
 
-    if getattr(device, "type", "cpu") == "cuda":
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _peak_gpu_mb(device: object) -> float | None:
+def _peak_gpu_mb(device: torch.device) -> float | None:
     """Peak GPU memory allocated by torch in this process, None on CPU."""
     import torch
 
-    if getattr(device, "type", "cpu") != "cuda":
+    if device.type != "cuda":
         return None
     return torch.cuda.max_memory_allocated(device) / 2**20
 
