@@ -2,7 +2,8 @@
 
 Historical: features for every impression of a simulated world (default 1M impressions, 50k users
 and 10k items with 14 daily snapshots), read from Parquet, written to Parquet, with the ttl and
-defaults of feature service hm3_v1. Ours: `model.features.retrieve_historical` on Feast's DuckDB
+defaults of feature service hm3_v1. Ours: `model.data.features.retrieve_historical` on Feast's
+DuckDB
 offline store (the default) and on Feast's file (dask) store. Peers, same tables in the same
 run: one DuckDB ASOF JOIN query and pandas `merge_asof`. Each variant runs in a fresh process,
 so its peak RSS (ru_maxrss) is its own; every output is checked against ours value by value.
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 def _service_infos():
     """Features, kinds, defaults and ttls of hm3_v1, from the Feast definitions."""
     from feature_repo.definitions import build
-    from model.features import service_features
+    from model.data.features import service_features
 
     defs = build("users.parquet", "items.parquet")
     views = {v.name: v for v in (*defs.feature_views, *defs.on_demand_views)}
@@ -45,7 +46,7 @@ def _service_infos():
 
 
 def run_feast(world: str, out: str, offline: str) -> int:
-    from model import features
+    from model.data import features
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = features.StoreConfig(repo_dir=tmp, offline_store=offline)
@@ -212,7 +213,7 @@ def _free_port() -> int:
 def online(world: Path, work: Path, calls: int) -> None:
     import numpy as np
 
-    from model import features
+    from model.data import features
 
     binary = shutil.which("redis-server")
     port = _free_port()
@@ -288,7 +289,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "features")
     args = parser.parse_args()
 
-    from model.simulator import WorldConfig, simulate
+    from model.world.simulator import WorldConfig, simulate
 
     world = args.work / f"world_{args.impressions}"
     if not (world / "world.json").exists():

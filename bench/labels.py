@@ -2,7 +2,7 @@
 
     python bench/labels.py --impressions 1000000 10000000
 
-Both sides implement the same rules (model/labels.py) on the same simulated world and write the
+Both sides implement the same rules (model/data/labels.py) on the same simulated world and write the
 same labels.parquet; the table says whether the two outputs are identical. Each run is a fresh
 subprocess, so peak RSS (the child's own ru_maxrss) is its own. Worlds are simulated once into
 .bench/ (gitignored) and reused.
@@ -27,7 +27,7 @@ CACHE = ROOT / ".bench"
 
 CHILD_OURS = """
 import json, resource, sys, time
-from model.labels import build_labels
+from model.data.labels import build_labels
 world, out = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 report = build_labels(f"{world}/impressions.parquet", f"{world}/events.parquet", out)
@@ -50,13 +50,14 @@ print(json.dumps(result | {"seconds": seconds,
 
 
 def pandas_labels(impressions: str, events: str, out_dir: str) -> dict:
-    """The same rules as model.labels, written the straightforward way with pandas.merge_asof."""
+    """The same rules as model.data.labels, written the straightforward way with
+    pandas.merge_asof."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from model.labels import LabelConfig
+    from model.data.labels import LabelConfig
 
     cfg = LabelConfig()
     us = 1_000_000
@@ -218,7 +219,7 @@ def world_for(n: int) -> Path:
     name = f"world_{n // 1_000_000}m" if n % 1_000_000 == 0 else f"world_{n}"
     world = CACHE / name
     if not (world / "world.json").exists():
-        from model.simulator import WorldConfig, simulate
+        from model.world.simulator import WorldConfig, simulate
 
         simulate(WorldConfig(impressions=n, seed=0), world)
     return world

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from model import metrics as ours
+from model.evaluate import metrics as ours
 
 
 def _timed(fn: Callable[[], float], repeats: int) -> tuple[float, float]:

@@ -1,12 +1,16 @@
 """Model quality on the simulator: naive CVR, ESMM, ESM^2 and HM^3 on the same time split.
 
-The real path of the pipeline: simulate a world -> `model.labels.build_labels` (graph labels from
-raw events) -> `model.features.retrieve_world` (Feast point-in-time features, service hm3_v1) ->
-`model.dataset.join_training_table` -> `model.trainer.train` per kind and seed -> scored on the
-test split by `model.evaluation.evaluate_predictions`, with the oracle (the world's true
+The real path of the pipeline: simulate a world -> `model.data.labels.build_labels` (graph labels
+from
+raw events) -> `model.data.features.retrieve_world` (Feast point-in-time features, service hm3_v1)
+->
+`model.data.dataset.join_training_table` -> `model.train.trainer.train` per kind and seed -> scored
+on the
+test split by `model.evaluate.evaluation.evaluate_predictions`, with the oracle (the world's true
 probabilities) on the same rows and labels.
 
-The oracle knows every latent trait of the world. Information ceilings (`model.ceiling`) score,
+The oracle knows every latent trait of the world. Information ceilings (`model.world.ceiling`)
+score,
 on the same rows and labels, the exact p(buy | click) when some latents are unknown and are
 integrated over their prior: the user's interest and purchase-intent vectors and b_buy_user
 ("oracle without user intent"), or also the item's vectors given its category ("without user or
@@ -43,10 +47,10 @@ METRICS = (("cvr", "auc"), ("ctcvr", "auc"), ("ctr", "auc"), ("cvr", "gauc"), ("
 
 
 def prepare(world_dir: Path, args: argparse.Namespace) -> Path:
-    from model.dataset import join_training_table
-    from model.features import retrieve_world
-    from model.labels import build_labels
-    from model.simulator import WorldConfig, simulate
+    from model.data.dataset import join_training_table
+    from model.data.features import retrieve_world
+    from model.data.labels import build_labels
+    from model.world.simulator import WorldConfig, simulate
 
     table = world_dir / "train.parquet"
     if table.exists():
@@ -87,8 +91,8 @@ def setting_tag(train_config: dict) -> str:
 
 def run(world_dir: Path, table: Path, kind: str, seed: int, args: argparse.Namespace) -> dict:
     from model.artifact import load_model
-    from model.evaluation import EvalConfig, evaluate_predictions, load_eval_frame
-    from model.trainer import TrainConfig, train
+    from model.evaluate.evaluation import EvalConfig, evaluate_predictions, load_eval_frame
+    from model.train.trainer import TrainConfig, train
 
     cfg = TrainConfig(
         model_kind=kind,
@@ -147,8 +151,8 @@ def run(world_dir: Path, table: Path, kind: str, seed: int, args: argparse.Names
 
 def ceilings(world_dir: Path, table_path: Path, draws: int) -> dict:
     """Score the information ceilings on the test split; cached per settings and source code."""
-    from model import ceiling
-    from model.evaluation import EvalConfig, evaluate_predictions, load_eval_frame
+    from model.evaluate.evaluation import EvalConfig, evaluate_predictions, load_eval_frame
+    from model.world import ceiling
 
     integration = ceiling.Integration(draws=draws)
     sources = [(ROOT / "model" / f).read_text() for f in ("ceiling.py", "simulator.py")]
@@ -210,10 +214,10 @@ def reference_gbdt(table_path: Path) -> dict:
     import pyarrow.parquet as pq
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from model import schema
-    from model.dataset import split_by_time
-    from model.encoding import feature_kinds
-    from model.evaluation import EvalConfig, evaluate_predictions, load_eval_frame
+    from model.data import schema
+    from model.data.dataset import split_by_time
+    from model.data.encoding import feature_kinds
+    from model.evaluate.evaluation import EvalConfig, evaluate_predictions, load_eval_frame
 
     started = time.perf_counter()
     table = pq.read_table(table_path)
@@ -269,8 +273,8 @@ def paired_gaps(
     test-set noise, whatever the seed-spread criterion says.
     """
     from model.artifact import load_model
-    from model.evaluation import EvalConfig, load_eval_frame
-    from model.metrics import auc
+    from model.evaluate.evaluation import EvalConfig, load_eval_frame
+    from model.evaluate.metrics import auc
 
     frame, _ = load_eval_frame(str(table_path), EvalConfig())
     clicked = frame["click"].to_numpy() == 1

@@ -47,12 +47,12 @@ def build_inputs(work: Path) -> tuple[Path, Path, list[dict], list[dict]]:
     import pyarrow.parquet as pq
     import torch
 
-    from model import features, schema
     from model.artifact import save_artifact
-    from model.encoding import FeatureSpec
-    from model.nets import build_model
-    from model.simulator import WorldConfig, simulate
-    from model.trainer import TrainConfig
+    from model.data import features, schema
+    from model.data.encoding import FeatureSpec
+    from model.nn.nets import build_model
+    from model.train.trainer import TrainConfig
+    from model.world.simulator import WorldConfig, simulate
 
     world = work / "world"
     if not (world / "world.json").exists():

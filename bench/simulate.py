@@ -18,7 +18,7 @@ from rich.table import Table
 
 CHILD = """
 import json, sys, time
-from model.simulator import WorldConfig, simulate
+from model.world.simulator import WorldConfig, simulate
 n, out = int(sys.argv[1]), sys.argv[2]
 t0 = time.perf_counter()
 s = simulate(WorldConfig(impressions=n, seed=0), out)

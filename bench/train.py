@@ -14,7 +14,8 @@ Two tables from one run, every model in its own process (so peak RSS is its own)
    training rows (the time split's train part of one table: the same 10 sparse columns, labels,
    ts): torch-rechub via `DataGenerator(x, y).generate_dataloader(...)` and
    `MTLTrainer(...).train_one_epoch(train_loader)` (per-row `TorchDataset` + default collate,
-   shuffled), ours via `model.trainer.train` (tensors encoded once, batches are index gathers), its
+   shuffled), ours via `model.train.trainer.train` (tensors encoded once, batches are index
+   gathers), its
    `samples_per_s` from the epoch's history. Same embedding dim, towers, batch size, Adam lr 1e-3
    with no weight decay, no dropout, the same thread count; only the training epoch is timed (not
    validation, not artifact export). Peak RSS here includes loading and encoding the table.
@@ -61,9 +62,9 @@ def build_data(rows: int, path: Path, table_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from model import schema
-    from model.encoding import FeatureSpec
-    from model.simulator import WorldConfig, simulate
+    from model.data import schema
+    from model.data.encoding import FeatureSpec
+    from model.world.simulator import WorldConfig, simulate
 
     world = path.parent / "world"
     if not (world / "world.json").exists():
@@ -110,7 +111,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     hidden = tuple(args.hidden)
 
     def autocast() -> contextlib.AbstractContextManager:
-        """bf16 autocast for our models on a GPU, as `model.trainer.train` does with bf16=True."""
+        """bf16 autocast for our models on a GPU, as `model.train.trainer.train` does with
+        bf16=True."""
         if args.bf16 and device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -133,9 +135,9 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
                 out[:, 2], buy[idx]
             )
     else:
-        from model.encoding import FeatureInfo, FeatureSpec
-        from model.losses import multitask_loss
-        from model.nets import build_model
+        from model.data.encoding import FeatureInfo, FeatureSpec
+        from model.nn.losses import multitask_loss
+        from model.nn.nets import build_model
 
         spec = FeatureSpec(
             tuple(FeatureInfo(n, "categorical", size=s) for n, s in zip(SPARSE, sizes, strict=True))
@@ -156,7 +158,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     if name == "rechub-esmm":
         optimizers = [torch.optim.Adam(net.parameters(), lr=1e-3)]  # as its MTLTrainer does
     else:
-        from model.trainer import TrainConfig, make_optimizers
+        from model.train.trainer import TrainConfig, make_optimizers
 
         optimizers = make_optimizers(TrainConfig(optimizer="adam", lr=1e-3), net)
     net.train()
@@ -208,8 +210,8 @@ def run_e2e(name: str, args: argparse.Namespace) -> dict:
         from torch_rechub.trainers import MTLTrainer
         from torch_rechub.utils.data import DataGenerator
 
-        from model.dataset import split_by_time
-        from model.encoding import FeatureSpec, feature_kinds
+        from model.data.dataset import split_by_time
+        from model.data.encoding import FeatureSpec, feature_kinds
 
         # The very rows and encoding our trainer uses: same time split, same fitted spec.
         table = pq.read_table(args.table)
@@ -250,7 +252,7 @@ def run_e2e(name: str, args: argparse.Namespace) -> dict:
         rows = len(y_train)
         samples_per_s = rows / seconds
     else:
-        from model.trainer import TrainConfig, train
+        from model.train.trainer import TrainConfig, train
 
         kind = name.split("-")[1]
         cfg = TrainConfig(
@@ -369,8 +371,8 @@ def main() -> None:
     )
     paths = {
         "rechub-esmm": "DataGenerator -> DataLoader, MTLTrainer.train_one_epoch",
-        "ours-esmm": "model.trainer.train",
-        "ours-hm3": "model.trainer.train",
+        "ours-esmm": "model.train.trainer.train",
+        "ours-hm3": "model.train.trainer.train",
     }
     _print_table(
         e2e,

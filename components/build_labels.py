@@ -1,6 +1,6 @@
 """KFP component `build_labels`: per-impression graph labels from a world's raw logs.
 
-Wraps `model.labels.build_labels`. The `world` input is the folder `load_logs` writes: each of
+Wraps `model.data.labels.build_labels`. The `world` input is the folder `load_logs` writes: each of
 impressions and events is a file `<name>.parquet` or a folder `<name>/` of Parquet partitions.
 """
 
@@ -29,8 +29,8 @@ def build_labels(
     """
     from pathlib import Path
 
-    from model.labels import GRAPH_FILE, LabelConfig, report_html
-    from model.labels import build_labels as run
+    from model.data.labels import GRAPH_FILE, LabelConfig, report_html
+    from model.data.labels import build_labels as run
 
     def table(name: str) -> str:
         single = Path(world.path, f"{name}.parquet")

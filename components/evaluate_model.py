@@ -1,6 +1,7 @@
 """KFP component `evaluate_model`: offline metrics, the HTML report and the deploy gate.
 
-Wraps `model.evaluation.evaluate_models` with the gate of `model.gate`. The gate's verdict is the
+Wraps `model.evaluate.evaluation.evaluate_models` with the gate of `model.evaluate.gate`. The
+gate's verdict is the
 string output `decision` ("deploy" or "hold"), for a pipeline condition::
 
     evaluation = evaluate_model(candidate=hm3.outputs["model"],
@@ -71,8 +72,8 @@ def evaluate_model(
     from collections import namedtuple
     from pathlib import Path
 
-    from model.evaluation import CHAMPION, EvalConfig, GateSpec, evaluate_models
-    from model.gate import GateConfig
+    from model.evaluate.evaluation import CHAMPION, EvalConfig, GateSpec, evaluate_models
+    from model.evaluate.gate import GateConfig
 
     if not deploy_dir:
         raise ValueError("deploy_dir must name the deployment folder holding registry.json")

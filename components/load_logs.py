@@ -25,8 +25,8 @@ def load_logs(
     stats: Output[Metrics],
 ):
     """Fill the `world` folder with impressions, events, users, items (and truth if simulated)."""
-    from model.ingest import ingest_logs
-    from model.simulator import WorldConfig, simulate
+    from model.data.ingest import ingest_logs
+    from model.world.simulator import WorldConfig, simulate
 
     if source_uri:
         counts = ingest_logs(source_uri, world.path)

@@ -34,7 +34,7 @@ def retrieve_features(
         offline_store: Feast offline store, `duckdb` or `file`.
         materialize_online: Load the latest user and item snapshots into the SQLite online store.
     """
-    from model.features import retrieve_world
+    from model.data.features import retrieve_world
 
     report = retrieve_world(
         world.path,

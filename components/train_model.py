@@ -24,7 +24,7 @@ def join_training_table(labels: Input[Dataset], features: Input[Dataset], table:
     """
     import pyarrow.parquet as pq
 
-    from model.dataset import join_training_table as join
+    from model.data.dataset import join_training_table as join
 
     join(f"{labels.path}/labels.parquet", f"{features.path}/features.parquet", table.path)
     table.metadata["rows"] = pq.ParquetFile(table.path).metadata.num_rows
@@ -46,11 +46,12 @@ def train_model(
             tensorboard/, MANIFEST.json.
         metrics: best_epoch, epochs_run and the validation AUC of every task (validation_auc_*).
         model_kind: hm3, esm2, esmm or naive.
-        config_json: TrainConfig fields as a JSON object (see model/trainer.py); model_kind wins.
+        config_json: TrainConfig fields as a JSON object (see model/train/trainer.py); model_kind
+        wins.
     """
     import json
 
-    from model.trainer import TrainConfig, train
+    from model.train.trainer import TrainConfig, train
 
     overrides = {"model_kind": model_kind, "progress": False}
     cfg = TrainConfig.from_dict(json.loads(config_json or "{}") | overrides)

@@ -2,7 +2,7 @@
 
 Where the data lives is a parameter, not a constant: the embedded repo (`definitions.py`) reads
 `data/users.parquet` relative to this folder, a pipeline run points the same definitions at the
-world it generated (`model.features.apply`), and production points them at BigQuery tables.
+world it generated (`model.data.features.apply`), and production points them at BigQuery tables.
 
 A location is a local path or `file://`/`gs://` URI (Parquet, read by the file offline store) or
 `bq://project.dataset.table` (BigQuery offline store).
@@ -14,7 +14,7 @@ from feast import BigQuerySource, FileSource
 from feast.data_format import ParquetFormat
 from feast.data_source import DataSource
 
-TIMESTAMP_FIELD = "event_timestamp"  # as in model.schema.USERS / ITEMS
+TIMESTAMP_FIELD = "event_timestamp"  # as in model.data.schema.USERS / ITEMS
 BIGQUERY_SCHEME = "bq://"
 
 
@@ -53,14 +53,14 @@ def snapshot_source(name: str, location: str, description: str) -> DataSource:
 
 
 def users_source(location: str) -> DataSource:
-    """The users table: one row per user and day (see `model.schema.USERS`)."""
+    """The users table: one row per user and day (see `model.data.schema.USERS`)."""
     return snapshot_source(
         "users_source", location, "Daily user profile and behavior snapshots (00:00 UTC)."
     )
 
 
 def items_source(location: str) -> DataSource:
-    """The items table: one row per item and day (see `model.schema.ITEMS`)."""
+    """The items table: one row per item and day (see `model.data.schema.ITEMS`)."""
     return snapshot_source(
         "items_source", location, "Daily item catalog and behavior snapshots (00:00 UTC)."
     )

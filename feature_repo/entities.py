@@ -1,6 +1,6 @@
 """Feast entities: the keys every feature view is joined on.
 
-The join keys are the simulator's id columns (`model.schema.USERS` / `ITEMS`), INT64.
+The join keys are the simulator's id columns (`model.data.schema.USERS` / `ITEMS`), INT64.
 """
 
 from feast import Entity, ValueType

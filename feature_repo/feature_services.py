@@ -1,7 +1,7 @@
 """Versioned feature services: THE feature contract of a model version.
 
-Training retrieval (`model.features.retrieve_historical`) and the serving transformer
-(`model.features.online_features`) both ask Feast for a service by name; neither lists features
+Training retrieval (`model.data.features.retrieve_historical`) and the serving transformer
+(`model.data.features.online_features`) both ask Feast for a service by name; neither lists features
 itself. A new model version that needs different features gets a new service (`hm3_v2`), so a
 deployed model keeps the exact features it was trained with.
 """

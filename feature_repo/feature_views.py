@@ -19,7 +19,7 @@ from feast.data_source import DataSource
 from feast.types import Float64, Int64, PrimitiveFeastType
 
 from feature_repo.entities import OWNER, item, user
-from model.schema import KIND_CATEGORICAL, KIND_DENSE
+from model.data.schema import KIND_CATEGORICAL, KIND_DENSE
 
 KIND_TAG = "kind"
 DEFAULT_TAG = "default"

@@ -7,7 +7,7 @@ Feast 0.67 keeps neither tags nor descriptions of an on-demand view's output Fie
 reads them back bare (`OnDemandFeatureView._parse_features_from_proto`), and `==` on Fields then
 fails wherever Feast compares them (feast-dev/feast#3617). So output Fields are declared with
 `feature()` like all others, registered bare, and their tags travel on the view as
-`<feature>.<tag>` (`field_tags_on_view`), where `model.features` reads them.
+`<feature>.<tag>` (`field_tags_on_view`), where `model.data.features` reads them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from feast.types import Float64
 
 from feature_repo.entities import OWNER
 from feature_repo.feature_views import feature, field_tags_on_view, untagged
-from model.schema import KIND_DENSE
+from model.data.schema import KIND_DENSE
 
 PRICE_TO_USER_SPEND_SCHEMA = [
     feature(

@@ -31,9 +31,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from model import storage
+from model.data.encoding import FeatureSpec
 from model.devices import check_device_name
-from model.encoding import FeatureSpec
-from model.nets import GraphNet, build_model
+from model.nn.nets import GraphNet, build_model
 
 log = logging.getLogger(__name__)
 

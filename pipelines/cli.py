@@ -68,8 +68,8 @@ def simulate(
     users.parquet and items.parquet (daily feature snapshots for Feast), truth.parquet (the
     true probabilities and sampled outcomes per impression) and world.json (all parameters).
     """
-    from model.simulator import WorldConfig
-    from model.simulator import simulate as run_simulation
+    from model.world.simulator import WorldConfig
+    from model.world.simulator import simulate as run_simulation
 
     try:
         cfg = WorldConfig(
@@ -135,8 +135,8 @@ def labels(
     unattributable events) go to quarantine.parquet with a reason; every input row is either
     used or quarantined. Prints the graph counts and quarantine summary as JSON.
     """
-    from model.labels import LabelConfig, build_labels
-    from model.schema import SchemaError
+    from model.data.labels import LabelConfig, build_labels
+    from model.data.schema import SchemaError
 
     try:
         cfg = LabelConfig.from_json(config.read_text()) if config else LabelConfig()
@@ -346,7 +346,7 @@ def features_apply(
     keys are errors; null feature values are reported and later filled with defaults). Prints
     the table checks as JSON.
     """
-    from model import features
+    from model.data import features
 
     users = users or (f"{data.rstrip('/')}/users.parquet" if data else None)
     items = items or (f"{data.rstrip('/')}/items.parquet" if data else None)
@@ -383,7 +383,7 @@ def features_materialize(
     `materialize-incremental` starts at now minus the ttl, which misses a simulated world
     dated in the past.
     """
-    from model import features
+    from model.data import features
 
     try:
         report = features.materialize(features.open_store(repo), start, end)
@@ -417,7 +417,8 @@ def features_retrieve(
     name), missing values replaced by each feature's documented default and counted in
     report.json; the {feature: kind} map is in the Parquet metadata.
     """
-    from model import features, storage
+    from model import storage
+    from model.data import features
 
     if (data is None) == (repo is None):
         raise _fail("give exactly one of --data and --repo")
@@ -450,7 +451,7 @@ def features_online(
     service: Annotated[str, typer.Option(help="Feast FeatureService to read.")] = "hm3_v1",
 ) -> None:
     """Read online features by feature service; prints values and missing rows as JSON."""
-    from model import features
+    from model.data import features
 
     if len(user_id) != len(item_id):
         raise _fail(f"{len(user_id)} --user-id but {len(item_id)} --item-id; give one of each")
@@ -504,12 +505,12 @@ def train(
     quantiles); vocabularies and normalization statistics are fitted on the train part, early
     stopping watches the validation CVR AUC (clicked impressions). OUT receives
     model.safetensors, config.json, model.pt2 (torch.export program), history.json,
-    tensorboard/ and MANIFEST.json. Defaults: TrainConfig in model/trainer.py (embedding 16,
+    tensorboard/ and MANIFEST.json. Defaults: TrainConfig in model/train/trainer.py (embedding 16,
     towers 256-128-64, Adam lr 1e-3, batch 2048, 4 epochs, seed 0, device auto).
     Multi-GPU / multi-node: launch with `torchrun --nproc-per-node N -m pipelines.cli train ...`.
     """
-    from model.trainer import TrainConfig
-    from model.trainer import train as run_training
+    from model.train.trainer import TrainConfig
+    from model.train.trainer import train as run_training
 
     overrides: dict[str, object] = {"model_kind": model_kind, "progress": progress}
     for name, value in (("epochs", epochs), ("seed", seed), ("device", device)):
@@ -643,8 +644,8 @@ def evaluate(
     """
     import shlex
 
-    from model.evaluation import EvalConfig, GateSpec, evaluate_models, parse_model_specs
-    from model.gate import GateConfig
+    from model.evaluate.evaluation import EvalConfig, GateSpec, evaluate_models, parse_model_specs
+    from model.evaluate.gate import GateConfig
 
     try:
         config = EvalConfig(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model.simulator import WorldConfig, simulate
+from model.world.simulator import WorldConfig, simulate
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ import pyarrow as pa
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from model import schema
+from model.data import schema
 
 # Task name -> response field. The model returns a subset keyed by task (model.artifact).
 TASKS: tuple[str, ...] = ("ctr", "cvr", "ctcvr", "ct_micro", "ct_macro")
@@ -95,7 +95,7 @@ class FieldSpec:
 
     Attributes:
         name: Field name, as in the training table.
-        kind: `id`, `categorical` or `dense` (see `model.schema`).
+        kind: `id`, `categorical` or `dense` (see `model.data.schema`).
         value_type: Accepted JSON type: `int`, `float`, `str` or `int|str`.
     """
 
@@ -138,7 +138,7 @@ def context_value_type(name: str) -> str:
 
 
 def schema_from_feature_spec(spec: Any) -> RequestSchema:
-    """The request schema of a trained model, from its `model.encoding.FeatureSpec`.
+    """The request schema of a trained model, from its `model.data.encoding.FeatureSpec`.
 
     Ids are integers, dense features numbers, context fields typed as in `schema.IMPRESSIONS`,
     and other categoricals typed by their training vocabulary.

@@ -1,7 +1,7 @@
 """The KServe transformer: completes instances with Feast online features before scoring.
 
 The feature list, kinds and defaults come from the Feast `FeatureService` (`hm3_v1` by default)
-through `model.features`; this module names no feature. Per instance:
+through `model.data.features`; this module names no feature. Per instance:
 
 - a feature the instance carries is used as is (Feast is not consulted for it);
 - otherwise the online store's value is used; a value the store lacks gets the Field's
@@ -38,7 +38,7 @@ from components.serving.protocol import (
     scores_from_v1,
     to_v1_instances,
 )
-from model import schema
+from model.data import schema
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class FeastTransformer(ScoringModel):
 
     def load(self) -> bool:
         """Open the store, resolve the service's features, and load an in-process predictor."""
-        from model.features import OnlineFeatureClient, open_store
+        from model.data.features import OnlineFeatureClient, open_store
 
         self.store = open_store(self.feast_repo)
         # Resolve the FeatureService once: re-reading the registry per request cost ~25 ms.

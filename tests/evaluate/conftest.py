@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from model import schema
+from model.data import schema
 
 # A few Feast-like features, joined as of the impression time from the daily snapshots.
 FEATURES = {
@@ -54,7 +54,7 @@ def eval_table(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def trained_models(eval_table: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Real hm3 and naive artifacts, trained briefly on the table (seconds on a CPU)."""
-    from model.trainer import TrainConfig, train
+    from model.train.trainer import TrainConfig, train
 
     root = tmp_path_factory.mktemp("models")
     out = {}

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model import metrics as m
-from model.evaluation import (
+from model.evaluate import metrics as m
+from model.evaluate.evaluation import (
     EvalConfig,
     GateSpec,
     evaluate_models,
@@ -18,7 +18,7 @@ from model.evaluation import (
     history_series,
     parse_model_specs,
 )
-from model.gate import GateConfig, RegistryRecord, write_registry
+from model.evaluate.gate import GateConfig, RegistryRecord, write_registry
 
 
 def _frame() -> pd.DataFrame:
@@ -106,7 +106,7 @@ def test_history_series_shapes() -> None:
 
 @pytest.fixture(scope="module")
 def labels_dir(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.labels import build_labels
+    from model.data.labels import build_labels
 
     out = tmp_path_factory.mktemp("labels")
     build_labels(
@@ -201,7 +201,7 @@ def test_load_eval_frame_split_folder_and_truth_coverage(
 ) -> None:
     import pyarrow.parquet as pq
 
-    from model.evaluation import load_eval_frame
+    from model.evaluate.evaluation import load_eval_frame
 
     frame, info = load_eval_frame(str(eval_table), EvalConfig(), str(small_world / "truth.parquet"))
     total = pq.ParquetFile(eval_table).metadata.num_rows

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from model import storage
-from model.gate import (
+from model.evaluate.gate import (
     GateConfig,
     RegistryError,
     RegistryRecord,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from model.metrics import (
+from model.evaluate.metrics import (
     MetricError,
     auc,
     calibration,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from model import features, schema
+from model.data import features, schema
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

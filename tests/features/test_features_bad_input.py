@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from feature_helpers import T0, TIMELINE_USERS, applied_store, users_table
 
-from model import features, schema
+from model.data import features, schema
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ from kfp import dsl
 from typer.testing import CliRunner
 
 from components.retrieve_features import retrieve_features
-from model import features
+from model.data import features
 from pipelines.cli import app
 
 

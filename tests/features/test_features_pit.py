@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from feature_helpers import DAY, T0, applied_store
 
-from model import features
+from model.data import features
 
 HOUR = pd.Timedelta(hours=1)
 US = pd.Timedelta(microseconds=1)

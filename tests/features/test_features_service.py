@@ -12,7 +12,7 @@ from feature_helpers import applied_store
 
 from feature_repo import definitions
 from feature_repo.feature_services import HM3_V1
-from model import features, schema
+from model.data import features, schema
 
 REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tiny_logs import TinyLogs
 
-from model.simulator import NoiseConfig, WorldConfig, simulate
+from model.world.simulator import NoiseConfig, WorldConfig, simulate
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from model import schema
-from model.labels import LabelConfig
+from model.data import schema
+from model.data.labels import LabelConfig
 
 
 def test_defaults_match_the_paper_and_round_trip_through_json() -> None:

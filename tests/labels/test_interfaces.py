@@ -12,8 +12,9 @@ import pytest
 from kfp import dsl
 from typer.testing import CliRunner
 
-from model import schema, storage
-from model.labels import build_labels
+from model import storage
+from model.data import schema
+from model.data.labels import build_labels
 
 
 @pytest.fixture(scope="module")

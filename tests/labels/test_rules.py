@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from tiny_logs import TinyLogs
 
-from model.labels import LabelConfig
+from model.data.labels import LabelConfig
 
 HOUR, DAY = 3600, 86_400
 US = 1e-6  # one microsecond, in seconds

@@ -10,8 +10,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from model import schema
-from model.labels import LabelReport, build_labels
+from model.data import schema
+from model.data.labels import LabelReport, build_labels
 
 LABELS = list(schema.LABEL_COLUMNS)
 

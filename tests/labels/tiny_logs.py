@@ -9,8 +9,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from model import schema
-from model.labels import LabelConfig, LabelReport, build_labels
+from model.data import schema
+from model.data.labels import LabelConfig, LabelReport, build_labels
 
 # 2026-10-01T00:00:00Z in microseconds: tiny logs give times as seconds after it.
 T0_US = 1_790_812_800_000_000

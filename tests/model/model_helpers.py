@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from model import schema
+from model.data import schema
 
 CATEGORICAL = ("age_bucket", "gender", "city_tier", "category_id", "brand_id")
 
@@ -49,7 +49,7 @@ def build_training_table(world: Path, out: Path, rows: int | None = None) -> Pat
 
 def fast_config(**overrides):
     """A small, quick model config for tests."""
-    from model.trainer import TrainConfig
+    from model.train.trainer import TrainConfig
 
     base = dict(
         embedding_dim=8,

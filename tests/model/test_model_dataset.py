@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from model import schema
-from model.dataset import TensorData, split_by_time
-from model.encoding import FeatureSpec, feature_kinds
+from model.data import schema
+from model.data.dataset import TensorData, split_by_time
+from model.data.encoding import FeatureSpec, feature_kinds
 
 
 def test_spec_fits_on_train_and_encodes_with_documented_defaults():

@@ -11,11 +11,11 @@ import torch
 from model_helpers import fast_config, random_inputs
 
 from model import artifact
-from model.embedding import INTERACTIONS, FeatureEmbedding
-from model.encoding import FeatureInfo, FeatureSpec
-from model.losses import multitask_loss
-from model.nets import MODEL_KINDS, build_model
-from model.trainer import TrainConfig, make_optimizers, train
+from model.data.encoding import FeatureInfo, FeatureSpec
+from model.nn.embedding import INTERACTIONS, FeatureEmbedding
+from model.nn.losses import multitask_loss
+from model.nn.nets import MODEL_KINDS, build_model
+from model.train.trainer import TrainConfig, make_optimizers, train
 
 SPEC = FeatureSpec(
     (

@@ -6,11 +6,11 @@ import pytest
 import torch
 from model_helpers import random_inputs
 
-from model import graph
-from model.encoding import FeatureInfo, FeatureSpec
-from model.heads import FusedTowers
-from model.losses import LossSpec, multitask_loss
-from model.nets import MODEL_KINDS, build_model
+from model.data.encoding import FeatureInfo, FeatureSpec
+from model.nn import graph
+from model.nn.heads import FusedTowers
+from model.nn.losses import LossSpec, multitask_loss
+from model.nn.nets import MODEL_KINDS, build_model
 
 SPEC = FeatureSpec(
     (

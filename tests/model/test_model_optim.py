@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from model.optim import LazyAdam
+from model.train.optim import LazyAdam
 
 
 def _embedding_pair(rows: int = 50, dim: int = 4) -> tuple[nn.Embedding, nn.Embedding]:

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from model import artifact
 from model.storage import ArtifactError
-from model.trainer import TrainConfig, train
+from model.train.trainer import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from model import schema, storage
-from model.ingest import ingest_logs
+from model import storage
+from model.data import schema
+from model.data.ingest import ingest_logs
 
 
 def _partition_events(world: Path, dest: Path) -> int:

@@ -55,7 +55,7 @@ def test_gate_passes_and_the_local_endpoint_answered(run) -> None:
 def test_the_local_endpoint_reads_features_from_the_runs_feast_store(run) -> None:
     """User 1 and item 1 exist in the world: Feast fills their features, nothing is defaulted
     except the request context the demo instance leaves out."""
-    from model import schema
+    from model.data import schema
 
     prediction = run.deployment["prediction"]
     assert prediction["unknown_ids"] == []
@@ -67,9 +67,9 @@ def test_corrupt_artifacts_between_steps_give_clear_errors(run, tmp_path: Path) 
     """A truncated training table or an altered model is refused, naming the file."""
     import pyarrow as pa
 
-    from model.evaluation import evaluate_models
+    from model.evaluate.evaluation import evaluate_models
     from model.storage import ArtifactError
-    from model.trainer import TrainConfig, train
+    from model.train.trainer import TrainConfig, train
 
     (table,) = run.run_dir.rglob("join-training-table/table")
     truncated = tmp_path / "table.parquet"

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from model import schema
+from model.data import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 90.0
@@ -58,10 +58,10 @@ def save_tiny_artifact(world: Path, repo: Path, out: Path, kind: str = "hm3") ->
     """
     import torch
 
-    from model import features
     from model.artifact import save_artifact
-    from model.encoding import FeatureSpec
-    from model.nets import build_model
+    from model.data import features
+    from model.data.encoding import FeatureSpec
+    from model.nn.nets import build_model
 
     torch.manual_seed(0)
     infos = features.resolve_features(features.open_store(repo), features.DEFAULT_SERVICE)
@@ -77,7 +77,7 @@ def save_tiny_artifact(world: Path, repo: Path, out: Path, kind: str = "hm3") ->
 @pytest.fixture(scope="session")
 def feast_repo(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Feast repo (SQLite online store) applied over the world's tables and materialized."""
-    from model import features
+    from model.data import features
 
     repo = features.write_repo_config(
         features.StoreConfig(repo_dir=str(tmp_path_factory.mktemp("feast")))

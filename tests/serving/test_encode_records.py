@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from model.encoding import FeatureSpec
+from model.data.encoding import FeatureSpec
 
 KINDS = {
     "user_id": "id",

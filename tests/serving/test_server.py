@@ -82,7 +82,7 @@ def predictor_artifact_dir(server: Server) -> Path:
 def test_transformer_fills_features_from_feast_like_sending_them(
     transformer: Server, predictor: Server, feast_repo: Path, known_pairs: list, version: str
 ) -> None:
-    from model import features
+    from model.data import features
 
     pairs = known_pairs[:20]
     rows = [{"user_id": u, "item_id": i, "scene": "home", "position": 3} for u, i in pairs]

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from model import schema
-from model.simulator import NoiseConfig, WorldConfig, simulate
+from model.data import schema
+from model.world.simulator import NoiseConfig, WorldConfig, simulate
 from pipelines.cli import app
 
 FILES = ("impressions", "events", "users", "items", "truth")

@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from model import ceiling
-from model.simulator import (
+from model.world import ceiling
+from model.world.simulator import (
     BUY_INTERCEPT,
     USER_BUY_BIAS_SD,
     USER_CVR_FEATURE_LIFT,

@@ -1,7 +1,8 @@
 """Offline evaluation of trained models on held-out data: metrics.json, plots, an HTML report.
 
 Every model (HM^3 and each baseline, optionally the deployed champion) is scored on the same rows:
-by default the "test" part of `model.dataset.split_by_time` of the training table. Tasks and the
+by default the "test" part of `model.data.dataset.split_by_time` of the training table. Tasks and
+the
 rows they are measured on:
 
 | task     | label   | rows                  | oracle score (truth columns)           |
@@ -36,9 +37,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from model import metrics as m
-from model import schema, storage
-from model.gate import GateConfig, GateDecision, RegistryRecord, run_gate
+from model import storage
+from model.data import schema
+from model.evaluate import metrics as m
+from model.evaluate.gate import GateConfig, GateDecision, RegistryRecord, run_gate
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +375,7 @@ def load_eval_frame(
         table.schema, schema.IMPRESSIONS, str(data_path), ["impression_id", "user_id", "ts"]
     )
     if config.split != "all":
-        from model.dataset import split_by_time
+        from model.data.dataset import split_by_time
 
         table = split_by_time(table, config.fractions)[config.split]
     frame = table.to_pandas()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from model import schema, storage
+from model import storage
+from model.data import schema
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ Per impression (sigma = logistic function, a = latent affinities, pr = log(price
 the intermediate nodes (e.g. p_buy_given_click sums over m and M); these are the oracle scores.
 `click_probability` and `graph_probabilities` are these formulas as pure functions, and
 `population(cfg)` rebuilds a world's fixed users and items (latents included), so an analysis can
-recompute the truth or evaluate the same formulas with other latent inputs (`model/ceiling.py`).
+recompute the truth or evaluate the same formulas with other latent inputs
+(`model/world/ceiling.py`).
 
 The daily user and item feature snapshots are noisy views of some traits (user_cvr_30d of
 b_buy_user, item_cvr_30d of q_item, user_avg_spend of the spend); the latent vectors never appear.
@@ -42,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from model import schema
+from model.data import schema
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from model import graph
-from model.embedding import FeatureEmbedding
-from model.encoding import FeatureSpec
-from model.heads import FusedTowers
-from model.losses import LossSpec
+from model.data.encoding import FeatureSpec
+from model.nn import graph
+from model.nn.embedding import FeatureEmbedding
+from model.nn.heads import FusedTowers
+from model.nn.losses import LossSpec
 
 
 class GraphNet(nn.Module):
@@ -146,8 +146,8 @@ def build_model(
     """A fresh model of the given kind.
 
     `sparse_embeddings` gives the embedding table sparse gradients (for training; see
-    `model.trainer.make_optimizers`); the forward pass is the same either way. `interaction`
-    is the shared layer's explicit pairwise interaction (`model.embedding.INTERACTIONS`), the
+    `model.train.trainer.make_optimizers`); the forward pass is the same either way. `interaction`
+    is the shared layer's explicit pairwise interaction (`model.nn.embedding.INTERACTIONS`), the
     same for every kind.
 
     Raises:

@@ -13,8 +13,8 @@ import itertools
 import torch
 from torch import nn
 
-from model import schema
-from model.encoding import FeatureSpec
+from model.data import schema
+from model.data.encoding import FeatureSpec
 
 # How embedded features interact explicitly before the towers (the towers see the concatenated
 # embeddings in every case):

@@ -1,6 +1,7 @@
 """Training loop for every model kind: CPU, one GPU, or many with torchrun + DDP.
 
-Data are encoded once into tensors (`model.dataset.TensorData`); a batch is an index gather, not a
+Data are encoded once into tensors (`model.data.dataset.TensorData`); a batch is an index gather,
+not a
 per-row Dataset with a Python collate. Each epoch's shuffle and dropout are seeded from
 `(seed, epoch)`, so a run is deterministic on CPU and `resume=True` after a kill continues from
 the last epoch checkpoint to the same final weights as an uninterrupted run.
@@ -32,15 +33,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from model import metrics, schema, storage
+from model import storage
 from model.artifact import HISTORY, save_artifact
-from model.dataset import TensorData, split_by_time
+from model.data import schema
+from model.data.dataset import TensorData, split_by_time
+from model.data.encoding import FeatureSpec, feature_kinds
 from model.devices import check_device_name
-from model.embedding import INTERACTIONS
-from model.encoding import FeatureSpec, feature_kinds
-from model.losses import multitask_loss
-from model.nets import MODEL_KINDS, GraphNet, build_model
-from model.optim import LazyAdam
+from model.evaluate import metrics
+from model.nn.embedding import INTERACTIONS
+from model.nn.losses import multitask_loss
+from model.nn.nets import MODEL_KINDS, GraphNet, build_model
+from model.train.optim import LazyAdam
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from model import schema
-from model.encoding import FeatureSpec
+from model.data import schema
+from model.data.encoding import FeatureSpec
 
 log = logging.getLogger(__name__)
 

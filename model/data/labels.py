@@ -45,7 +45,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from model import schema, storage
+from model import storage
+from model.data import schema
 
 log = logging.getLogger(__name__)
 

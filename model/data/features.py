@@ -35,7 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from model import schema, storage
+from model import storage
+from model.data import schema
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
@@ -171,7 +172,7 @@ def write_repo_config(cfg: StoreConfig) -> Path:
     else:
         online = f'    type: redis\n    connection_string: "{cfg.redis}"\n'
     text = (
-        "# Written by model.features.write_repo_config for one pipeline run.\n"
+        "# Written by model.data.features.write_repo_config for one pipeline run.\n"
         f"project: {cfg.project}\n"
         "provider: local\n"
         f"registry:\n    path: {REGISTRY_DB}\n    cache_ttl_seconds: 60\n"

@@ -1,6 +1,6 @@
 """The feature spec: how raw feature columns become model inputs, fitted on the training split.
 
-Three kinds of input (see `model.schema`):
+Three kinds of input (see `model.data.schema`):
 
 - `id` (user_id, item_id): hashed into `buckets - 1` slots, `1 + id mod (buckets - 1)`; slot 0 is
   "missing". Ids never seen in training still land in a slot, so cold items get *some* vector.
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from model import schema
+from model.data import schema
 
 UNKNOWN_INDEX = 0
 
@@ -262,7 +262,7 @@ def feature_kinds(table_schema: pa.Schema) -> dict[str, str]:
     if schema.FEATURE_KINDS_KEY not in meta:
         raise ValueError(
             f"training table has no {schema.FEATURE_KINDS_KEY.decode()} schema metadata; "
-            "it must come from feature retrieval (model.features) joined with labels"
+            "it must come from feature retrieval (model.data.features) joined with labels"
         )
     try:
         table_kinds = json.loads(meta[schema.FEATURE_KINDS_KEY])

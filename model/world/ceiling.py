@@ -8,7 +8,7 @@ probability of purchase under reduced knowledge:
 
     p(buy | click, known) = E[p_click * p_buy_given_click] / E[p_click]
 
-with the expectation over the prior of the hidden latents as `model.simulator.latent_pair` and
+with the expectation over the prior of the hidden latents as `model.world.simulator.latent_pair` and
 `USER_BUY_BIAS_SD` define it, and the same formulas (`click_probability`, `graph_probabilities`).
 Weighting by p_click matters because the scored rows are clicked ones, and a click is evidence
 about the hidden interest, which is correlated with purchase intent.
@@ -42,8 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from model import schema
-from model.simulator import (
+from model.data import schema
+from model.world.simulator import (
     BUY_INTERCEPT,
     DAY_US,
     INTENT_CORRELATION,
@@ -309,7 +309,7 @@ def marginal_cvr(
 
     Args:
         cfg: The world's config (signals).
-        pop: Its population (`model.simulator.population(cfg)`).
+        pop: Its population (`model.world.simulator.population(cfg)`).
         rows: The evaluated impressions.
         knowledge: What is hidden.
         integration: Accuracy settings.
@@ -421,7 +421,8 @@ def ceiling_predictions(
     Args:
         world_dir: The simulated world (world.json, impressions.parquet).
         frame: Evaluated rows with impression_id, user_id, click and p_buy_given_click (the truth
-            join of `model.evaluation.load_eval_frame`), and user_cvr_30d when a ceiling needs it.
+            join of `model.evaluate.evaluation.load_eval_frame`), and user_cvr_30d when a ceiling
+            needs it.
         ceilings: What each ceiling hides.
         integration: Accuracy settings.
 

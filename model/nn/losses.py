@@ -2,7 +2,7 @@
 
 A model declares its losses as `LossSpec`s (task -> label column, weight, optional mask column);
 the trainer only sums what the model declared. Every loss is a binary cross-entropy on a task
-*logit* (see `model.graph`), so it is finite for any head output and for all-zero label batches.
+*logit* (see `model.nn.graph`), so it is finite for any head output and for all-zero label batches.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from model import schema
+from model.data import schema
 
 
 @dataclass(frozen=True)
