@@ -215,14 +215,14 @@ def reference_gbdt(table_path: Path) -> dict:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from model.data import schema
-    from model.data.dataset import split_by_time
     from model.data.encoding import feature_kinds
+    from model.data.split import split_by_time
     from model.evaluate.evaluation import EvalConfig, evaluate_predictions, load_eval_frame
 
     started = time.perf_counter()
     table = pq.read_table(table_path)
     kinds = {n: k for n, k in feature_kinds(table.schema).items() if k != schema.KIND_ID}
-    train = split_by_time(table, EvalConfig().fractions)["train"].to_pandas()
+    train = split_by_time(table)["train"].to_pandas()
     train = train[train["click"] == 1]
     test, _ = load_eval_frame(str(table_path), EvalConfig())
     levels = {

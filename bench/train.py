@@ -210,8 +210,8 @@ def run_e2e(name: str, args: argparse.Namespace) -> dict:
         from torch_rechub.trainers import MTLTrainer
         from torch_rechub.utils.data import DataGenerator
 
-        from model.data.dataset import split_by_time
         from model.data.encoding import FeatureSpec, feature_kinds
+        from model.data.split import split_by_time
 
         # The very rows and encoding our trainer uses: same time split, same fitted spec.
         table = pq.read_table(args.table)

@@ -12,9 +12,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from model.tasks import HEADLINE, TASKS
 from pipelines.local_run import LocalRunResult
 
-TASKS = ("cvr", "ctcvr", "ctr", "ct_micro", "ct_macro")
+# The headline first, then the registry order.
+COLUMNS = (HEADLINE, *(t for t in TASKS if t != HEADLINE))
 
 
 def print_summary(result: LocalRunResult) -> None:
@@ -33,7 +35,7 @@ def print_summary(result: LocalRunResult) -> None:
     metrics = json.loads((result.out / "metrics.json").read_text())
     table = Table(title="held-out test split: AUC (GAUC for cvr)")
     table.add_column("model")
-    for task in TASKS:
+    for task in COLUMNS:
         table.add_column(task, justify="right")
     table.add_column("cvr gauc", justify="right")
     for name, tasks in metrics.items():
@@ -42,7 +44,7 @@ def print_summary(result: LocalRunResult) -> None:
             value = tasks.get(task, {}).get(key)
             return "-" if value is None else f"{value:.4f}"
 
-        table.add_row(name, *(cell(t) for t in TASKS), cell("cvr", "gauc"))
+        table.add_row(name, *(cell(t) for t in COLUMNS), cell("cvr", "gauc"))
     console.print(table)
     console.print(f"gate: [bold]{result.decision}[/bold]")
     for reason in result.reasons:

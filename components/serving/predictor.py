@@ -18,7 +18,6 @@ from kserve.protocol.infer_type import InferRequest
 
 from components.serving.base import ScoringModel
 from components.serving.protocol import (
-    TASKS,
     Batch,
     RequestSchema,
     Scores,
@@ -26,6 +25,7 @@ from components.serving.protocol import (
     parse_request,
     schema_from_feature_spec,
 )
+from model.tasks import TASKS
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,10 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from model.data import schema
+from model.tasks import TASKS
 
 # Task name -> response field. The model returns a subset keyed by task (model.artifact).
-TASKS: tuple[str, ...] = ("ctr", "cvr", "ctcvr", "ct_micro", "ct_macro")
-RESPONSE_FIELDS: dict[str, str] = {task: f"p_{task}" for task in TASKS}
+RESPONSE_FIELDS: dict[str, str] = {t.name: t.response_field for t in TASKS.values()}
 DEFAULTED = "defaulted"
 UNKNOWN_IDS = "unknown_ids"
 MODEL_VERSION = "model_version"

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,8 +39,13 @@ import pyarrow.parquet as pq
 
 from model import storage
 from model.data import schema
+from model.data.split import DEFAULT_SPLIT, split_by_time
 from model.evaluate import metrics as m
 from model.evaluate.gate import GateConfig, GateDecision, RegistryRecord, run_gate
+from model.tasks import HEADLINE, TASKS
+
+if TYPE_CHECKING:
+    from model.artifact import TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -63,36 +68,12 @@ TRUTH_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class TaskSpec:
-    """One evaluated task: its label column and whether it is measured on clicked rows only."""
-
-    name: str
-    label: str
-    clicked_only: bool
-    title: str
-
-
-TASKS: dict[str, TaskSpec] = {
-    t.name: t
-    for t in (
-        TaskSpec("ctr", "click", False, "CTR (all impressions)"),
-        TaskSpec("cvr", "buy", True, "CVR (clicked impressions)"),
-        TaskSpec("ctcvr", "buy", False, "CTCVR (all impressions)"),
-        TaskSpec("ct_micro", "d_micro", False, "CT-Micro: click and D-Micro"),
-        TaskSpec("ct_macro", "d_macro", False, "CT-Macro: click and D-Macro"),
-    )
-}
-HEADLINE = "cvr"
-
-
-@dataclass(frozen=True)
 class EvalConfig:
     """How models are evaluated.
 
     Attributes:
         split: Which part of `split_by_time` to evaluate on ("test", "validation", "train"), or
             "all" when the data file already is the held-out set.
-        fractions: Train / validation / test shares of the time split.
         calibration_bins: Equal-count bins of the calibration table (10 = deciles).
         gauc_weight: Per-user weight of GAUC: "impressions" (rows) or "clicks".
         roc_points: Most points kept per ROC curve (plots and KFP ClassificationMetrics).
@@ -102,7 +83,6 @@ class EvalConfig:
     """
 
     split: str = "test"
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     calibration_bins: int = 10
     gauc_weight: str = "impressions"
     roc_points: int = 200
@@ -111,10 +91,6 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-        if len(self.fractions) != 3 or any(not f > 0 for f in self.fractions):
-            raise ValueError(f"fractions must be three positive shares, got {self.fractions}")
-        if abs(sum(self.fractions) - 1.0) > 1e-6:
-            raise ValueError(f"fractions must sum to 1, got {self.fractions}")
         if self.calibration_bins < 1:
             raise ValueError(f"calibration_bins must be >= 1, got {self.calibration_bins}")
         if self.gauc_weight not in GAUC_WEIGHTS:
@@ -356,8 +332,32 @@ def headline_auc(frame: pd.DataFrame, predictions: Mapping[str, np.ndarray]) -> 
 # --- data and models ----------------------------------------------------------------------------
 
 
+def training_split(models: Mapping[str, TrainedModel]) -> tuple[float, float, float]:
+    """The time split every model was trained with (from its config.json), the same for all.
+
+    Raises:
+        ValueError: When two models were trained on different splits (both named): their test
+            rows differ, so no common held-out set exists.
+    """
+    first, split = "", DEFAULT_SPLIT
+    for name, model in models.items():
+        trained_on = model.config.get("train_config", {}).get("split", DEFAULT_SPLIT)
+        other = (float(trained_on[0]), float(trained_on[1]), float(trained_on[2]))
+        if not first:
+            first, split = name, other
+        elif other != split:
+            raise ValueError(
+                f"models were trained on different time splits: {first!r} on {list(split)}, "
+                f"{name!r} on {list(other)}; evaluate them separately or retrain on one split"
+            )
+    return split
+
+
 def load_eval_frame(
-    data_path: str, config: EvalConfig, truth_path: str | None = None
+    data_path: str,
+    config: EvalConfig,
+    truth_path: str | None = None,
+    fractions: Sequence[float] = DEFAULT_SPLIT,
 ) -> tuple[pd.DataFrame, DataInfo]:
     """Read the training table (labels + features), take the evaluated split, join truth.
 
@@ -365,6 +365,8 @@ def load_eval_frame(
         data_path: Parquet file or folder of the training table (local, file:// or gs://).
         config: Chooses the split.
         truth_path: Optional `truth.parquet` of a simulated world, joined on impression_id.
+        fractions: Train / validation / test shares the models were trained with
+            (`training_split`).
 
     Raises:
         ValueError: When truth does not cover every evaluated impression (named, with a count).
@@ -375,9 +377,7 @@ def load_eval_frame(
         table.schema, schema.IMPRESSIONS, str(data_path), ["impression_id", "user_id", "ts"]
     )
     if config.split != "all":
-        from model.data.dataset import split_by_time
-
-        table = split_by_time(table, config.fractions)[config.split]
+        table = split_by_time(table, fractions)[config.split]
     frame = table.to_pandas()
     if truth_path:
         with storage.local_file(truth_path) as local:
@@ -504,18 +504,22 @@ def evaluate_models(
     specs = list(models.items()) if isinstance(models, Mapping) else parse_model_specs(models)
     if not specs:
         raise ValueError("no models to evaluate")
-    frame, data_info = load_eval_frame(data_path, config, truth_path)
+    loaded: dict[str, tuple[str, TrainedModel]] = {}
+    for name, location in specs:
+        model = load_model(location)
+        name = name or model.kind
+        if name in loaded or name in (ORACLE, CHAMPION):
+            raise ValueError(
+                f"model name {name!r} is used twice or reserved; name models as NAME=DIR"
+            )
+        loaded[name] = (location, model)
+    fractions = training_split({name: model for name, (_, model) in loaded.items()})
+    frame, data_info = load_eval_frame(data_path, config, truth_path, fractions)
     log.info("evaluating %d model(s) on %d rows of %s", len(specs), len(frame), data_path)
     predictions: dict[str, dict[str, np.ndarray]] = {}
     infos: dict[str, ModelInfo] = {}
     histories: dict[str, Any] = {}
-    for name, location in specs:
-        model = load_model(location)
-        name = name or model.kind
-        if name in predictions or name in (ORACLE, CHAMPION):
-            raise ValueError(
-                f"model name {name!r} is used twice or reserved; name models as NAME=DIR"
-            )
+    for name, (location, model) in loaded.items():
         predictions[name] = _predict(model, frame)
         infos[name] = ModelInfo(name, model.kind, model.version, str(location))
         history = _read_history(str(location))

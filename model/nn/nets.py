@@ -27,6 +27,7 @@ from model.nn import graph
 from model.nn.embedding import FeatureEmbedding
 from model.nn.heads import FusedTowers
 from model.nn.losses import LossSpec
+from model.tasks import tasks_of
 
 
 class GraphNet(nn.Module):
@@ -86,7 +87,7 @@ class HM3(GraphNet):
 
     kind = "hm3"
     towers = 6
-    tasks = ("ctr", "ct_micro", "ct_macro", "cvr", "ctcvr")
+    tasks = tasks_of("hm3")
     default_losses = (
         LossSpec("ctr", "click"),
         LossSpec("ct_micro", "d_micro"),
@@ -101,7 +102,7 @@ class ESM2(GraphNet):
 
     kind = "esm2"
     towers = 4
-    tasks = ("ctr", "ct_macro", "cvr", "ctcvr")
+    tasks = tasks_of("esm2")
     default_losses = (
         LossSpec("ctr", "click"),
         LossSpec("ct_macro", "d_macro"),
@@ -115,7 +116,7 @@ class ESMM(GraphNet):
 
     kind = "esmm"
     towers = 2
-    tasks = ("ctr", "cvr", "ctcvr")
+    tasks = tasks_of("esmm")
     default_losses = (LossSpec("ctr", "click"), LossSpec("ctcvr", "buy"))
     compose = staticmethod(graph.compose_esmm)
 
@@ -125,7 +126,7 @@ class NaiveCVR(GraphNet):
 
     kind = "naive"
     towers = 1
-    tasks = ("cvr",)
+    tasks = tasks_of("naive")
     default_losses = (LossSpec("cvr", "buy", where="click"),)
     compose = staticmethod(graph.compose_naive)
 

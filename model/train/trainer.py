@@ -36,13 +36,15 @@ from torch import nn
 from model import storage
 from model.artifact import HISTORY, save_artifact
 from model.data import schema
-from model.data.dataset import TensorData, split_by_time
+from model.data.dataset import TensorData
 from model.data.encoding import FeatureSpec, feature_kinds
+from model.data.split import DEFAULT_SPLIT, split_by_time
 from model.devices import check_device_name
 from model.evaluate import metrics
 from model.nn.embedding import INTERACTIONS
 from model.nn.losses import multitask_loss
 from model.nn.nets import MODEL_KINDS, GraphNet, build_model
+from model.tasks import HEADLINE, TASKS
 from model.train.optim import LazyAdam
 
 log = logging.getLogger(__name__)
@@ -50,18 +52,7 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT = "last.pt"
-EARLY_STOP_TASK = "cvr"
-
-# Which label and which rows each task is validated on. CVR is a click-conditional rate, so its
-# AUC is computed on clicked impressions only (the headline metric of the papers).
-TASK_EVAL: dict[str, tuple[str, str | None]] = {
-    "ctr": ("click", None),
-    "ct_micro": ("d_micro", None),
-    "ct_macro": ("d_macro", None),
-    "ctcvr": ("buy", None),
-    "cvr": ("buy", "click"),
-}
-
+EARLY_STOP_TASK = HEADLINE
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -122,7 +113,7 @@ class TrainConfig:
     device: str = "auto"
     hash_buckets: int = 100_000
     loss_weights: dict[str, float] = field(default_factory=dict)
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split: tuple[float, float, float] = DEFAULT_SPLIT
     bf16: bool = True
     eval_batch_size: int = 65_536
     progress: bool = True
@@ -333,7 +324,7 @@ def validation_metrics(logits: Mapping[str, np.ndarray], data: TensorData) -> di
     labels = {k: v.cpu().numpy() for k, v in data.labels.items()}
     out = {}
     for task, scores in logits.items():
-        label, where = TASK_EVAL[task]
+        label, where = TASKS[task].label, TASKS[task].where
         mask = labels[where] == 1 if where else slice(None)
         out[f"auc_{task}"] = _auc(labels[label][mask], scores[mask])
     return out

@@ -80,8 +80,6 @@ def test_config_validation_names_the_field() -> None:
         EvalConfig(split="holdout")
     with pytest.raises(ValueError, match="gauc_weight must be one of"):
         EvalConfig(gauc_weight="users")
-    with pytest.raises(ValueError, match="fractions must sum to 1"):
-        EvalConfig(fractions=(0.5, 0.2, 0.2))
 
 
 def test_parse_model_specs() -> None:

@@ -10,8 +10,9 @@ import pyarrow as pa
 import pytest
 
 from model.data import schema
-from model.data.dataset import TensorData, split_by_time
+from model.data.dataset import TensorData
 from model.data.encoding import FeatureSpec, feature_kinds
+from model.data.split import split_by_time
 
 
 def test_spec_fits_on_train_and_encodes_with_documented_defaults():
