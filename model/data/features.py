@@ -102,7 +102,7 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
-class FeatureInfo:
+class ServiceFeature:
     """One feature of a service, as its Feast Field declares it."""
 
     name: str
@@ -282,7 +282,7 @@ def _absolute(location: str) -> str:
 # The feature contract: names, kinds and defaults from the Field tags
 
 
-def service_features(service: FeatureService, views: Mapping[str, Any]) -> list[FeatureInfo]:
+def service_features(service: FeatureService, views: Mapping[str, Any]) -> list[ServiceFeature]:
     """Every feature of a FeatureService, in service order, with kind and default from its tags.
 
     Args:
@@ -314,7 +314,7 @@ def service_features(service: FeatureService, views: Mapping[str, Any]) -> list[
     return out
 
 
-def _feature_info(view: str, f: Any, kind: str | None, raw: str | None) -> FeatureInfo:
+def _feature_info(view: str, f: Any, kind: str | None, raw: str | None) -> ServiceFeature:
     from feast.types import Float32, Float64, Int32, Int64
 
     ref = f"{view}:{f.name}"
@@ -330,7 +330,7 @@ def _feature_info(view: str, f: Any, kind: str | None, raw: str | None) -> Featu
         default = parse(raw)
     except (TypeError, ValueError) as err:
         raise ValueError(f"feature {ref}: tag 'default' must be a {dtype}, got {raw!r}") from err
-    return FeatureInfo(f.name, view, dtype, kind, default, f.description)
+    return ServiceFeature(f.name, view, dtype, kind, default, f.description)
 
 
 def _registry_views(store: FeatureStore) -> dict[str, Any]:
@@ -340,7 +340,7 @@ def _registry_views(store: FeatureStore) -> dict[str, Any]:
 
 def resolve_features(
     store: FeatureStore, features: str | Sequence[str] = DEFAULT_SERVICE
-) -> list[FeatureInfo]:
+) -> list[ServiceFeature]:
     """Look up a feature service by name, or a list of `view:feature` references.
 
     Raises:
@@ -378,12 +378,12 @@ def resolve_features(
     return service_features(adhoc, views)
 
 
-def feature_kinds(infos: Sequence[FeatureInfo]) -> dict[str, str]:
+def feature_kinds(infos: Sequence[ServiceFeature]) -> dict[str, str]:
     """{feature: kind}, the map stored in features.parquet under `schema.FEATURE_KINDS_KEY`."""
     return {f.name: f.kind for f in infos}
 
 
-def feature_defaults(infos: Sequence[FeatureInfo]) -> dict[str, int | float]:
+def feature_defaults(infos: Sequence[ServiceFeature]) -> dict[str, int | float]:
     """{feature: default}, the values used for missing or null features."""
     return {f.name: f.default for f in infos}
 
@@ -393,7 +393,7 @@ def _feast_features(store: FeatureStore, features: str | Sequence[str]) -> Any:
     return store.get_feature_service(features) if isinstance(features, str) else list(features)
 
 
-def fill_missing(frame: pd.DataFrame, infos: Sequence[FeatureInfo]) -> dict[str, int]:
+def fill_missing(frame: pd.DataFrame, infos: Sequence[ServiceFeature]) -> dict[str, int]:
     """Replace missing values (None/NaN) by each feature's default, in place; count them.
 
     Returns:
@@ -450,7 +450,7 @@ def historical_features(
     store: FeatureStore,
     entities: pd.DataFrame,
     features: str | Sequence[str] = DEFAULT_SERVICE,
-) -> tuple[pd.DataFrame, list[FeatureInfo], dict[str, int]]:
+) -> tuple[pd.DataFrame, list[ServiceFeature], dict[str, int]]:
     """Point-in-time correct features for each entity row, defaults filled in.
 
     For each row and feature view, Feast takes the latest snapshot with
@@ -490,7 +490,7 @@ def historical_features(
     return result[ordered], infos, filled
 
 
-def _join_keys(store: FeatureStore, infos: Sequence[FeatureInfo]) -> list[str]:
+def _join_keys(store: FeatureStore, infos: Sequence[ServiceFeature]) -> list[str]:
     """Join keys of the batch views behind `infos`, on-demand views' sources included."""
     views = {v.name: v for v in store.list_feature_views()}
     on_demand = {v.name: v for v in store.list_on_demand_feature_views()}
@@ -567,7 +567,7 @@ def retrieve_historical(
 
 
 def write_features(
-    frame: pd.DataFrame, infos: Sequence[FeatureInfo], out_path: str, service: str
+    frame: pd.DataFrame, infos: Sequence[ServiceFeature], out_path: str, service: str
 ) -> None:
     """Write a feature frame as Parquet with the kinds, defaults and service in its metadata."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
