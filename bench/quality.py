@@ -6,7 +6,7 @@ raw events) -> `model.data.features.retrieve_world` (Feast point-in-time feature
 ->
 `model.data.dataset.join_training_table` -> `model.train.trainer.train` per kind and seed -> scored
 on the
-test split by `model.evaluate.evaluation.evaluate_predictions`, with the oracle (the world's true
+test split by `model.evaluate.scoring.evaluate_predictions`, with the oracle (the world's true
 probabilities) on the same rows and labels.
 
 The oracle knows every latent trait of the world. Information ceilings (`model.world.ceiling`)
@@ -91,7 +91,8 @@ def setting_tag(train_config: dict) -> str:
 
 def run(world_dir: Path, table: Path, kind: str, seed: int, args: argparse.Namespace) -> dict:
     from model.artifact import load_model
-    from model.evaluate.evaluation import EvalConfig, evaluate_predictions, load_eval_frame
+    from model.evaluate.evaluation import load_eval_frame
+    from model.evaluate.scoring import EvalConfig, evaluate_predictions
     from model.train.trainer import TrainConfig, train
 
     cfg = TrainConfig(
@@ -151,7 +152,8 @@ def run(world_dir: Path, table: Path, kind: str, seed: int, args: argparse.Names
 
 def ceilings(world_dir: Path, table_path: Path, draws: int) -> dict:
     """Score the information ceilings on the test split; cached per settings and source code."""
-    from model.evaluate.evaluation import EvalConfig, evaluate_predictions, load_eval_frame
+    from model.evaluate.evaluation import load_eval_frame
+    from model.evaluate.scoring import EvalConfig, evaluate_predictions
     from model.world import ceiling
 
     integration = ceiling.Integration(draws=draws)
@@ -217,7 +219,8 @@ def reference_gbdt(table_path: Path) -> dict:
     from model.data import schema
     from model.data.encoding import feature_kinds
     from model.data.split import split_by_time
-    from model.evaluate.evaluation import EvalConfig, evaluate_predictions, load_eval_frame
+    from model.evaluate.evaluation import load_eval_frame
+    from model.evaluate.scoring import EvalConfig, evaluate_predictions
 
     started = time.perf_counter()
     table = pq.read_table(table_path)
@@ -273,8 +276,9 @@ def paired_gaps(
     test-set noise, whatever the seed-spread criterion says.
     """
     from model.artifact import load_model
-    from model.evaluate.evaluation import EvalConfig, load_eval_frame
+    from model.evaluate.evaluation import load_eval_frame
     from model.evaluate.metrics import auc
+    from model.evaluate.scoring import EvalConfig
 
     frame, _ = load_eval_frame(str(table_path), EvalConfig())
     clicked = frame["click"].to_numpy() == 1

@@ -72,8 +72,9 @@ def evaluate_model(
     from collections import namedtuple
     from pathlib import Path
 
-    from model.evaluate.evaluation import CHAMPION, EvalConfig, GateSpec, evaluate_models
+    from model.evaluate.evaluation import GateSpec, evaluate_models
     from model.evaluate.gate import GateConfig
+    from model.evaluate.scoring import CHAMPION, EvalConfig
 
     if not deploy_dir:
         raise ValueError("deploy_dir must name the deployment folder holding registry.json")

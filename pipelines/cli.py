@@ -644,8 +644,9 @@ def evaluate(
     """
     import shlex
 
-    from model.evaluate.evaluation import EvalConfig, GateSpec, evaluate_models, parse_model_specs
+    from model.evaluate.evaluation import GateSpec, evaluate_models, parse_model_specs
     from model.evaluate.gate import GateConfig
+    from model.evaluate.scoring import EvalConfig
 
     try:
         config = EvalConfig(

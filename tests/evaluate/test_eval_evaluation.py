@@ -10,15 +10,10 @@ import pandas as pd
 import pytest
 
 from model.evaluate import metrics as m
-from model.evaluate.evaluation import (
-    EvalConfig,
-    GateSpec,
-    evaluate_models,
-    evaluate_predictions,
-    history_series,
-    parse_model_specs,
-)
+from model.evaluate.evaluation import GateSpec, evaluate_models, parse_model_specs
 from model.evaluate.gate import GateConfig, RegistryRecord, write_registry
+from model.evaluate.report import history_series
+from model.evaluate.scoring import EvalConfig, evaluate_predictions
 
 
 def _frame() -> pd.DataFrame:

@@ -1,0 +1,291 @@
+"""Presentation of an evaluation: ROC, calibration and training-curve plots, the HTML report.
+
+Pure functions of the scored results (`model.evaluate.scoring`): plots come back as PNG bytes,
+the report as a self-contained HTML string; writing them is `model.evaluate.evaluation`'s job.
+Matplotlib is imported inside the plot functions (no pyplot: no global state, no GUI backend).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from model.evaluate.scoring import CHAMPION, ORACLE, Evaluation, TaskResult
+from model.tasks import TASKS
+
+
+def _model_names(results: Mapping[str, Mapping[str, TaskResult]]) -> list[str]:
+    """Models first in given order, the champion next, the oracle last."""
+    tail = [n for n in (CHAMPION, ORACLE) if n in results]
+    return [n for n in results if n not in tail] + tail
+
+
+def _style(name: str) -> dict[str, Any]:
+    if name == ORACLE:
+        return {"color": "black", "linestyle": "--", "linewidth": 1.2}
+    if name == CHAMPION:
+        return {"color": "grey", "linestyle": ":", "linewidth": 1.5}
+    return {"linewidth": 1.5}
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def plot_roc(results: Mapping[str, Mapping[str, TaskResult]]) -> bytes:
+    """One ROC panel per task, every model (and the oracle, dashed) overlaid; AUC in legends."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    fig = Figure(figsize=(4.0 * len(TASKS), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(TASKS))
+    for ax, (task, spec) in zip(axes, TASKS.items(), strict=True):
+        ax.plot([0, 1], [0, 1], color="lightgrey", linewidth=1)
+        for name in _model_names(results):
+            r = results[name].get(task)
+            if r is None or r.roc is None:
+                continue
+            ax.plot(r.roc.fpr, r.roc.tpr, label=f"{name} {r.auc:.4f}", **_style(name))
+        ax.set(title=spec.title, xlabel="false positive rate", ylabel="true positive rate")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.legend(title="AUC", loc="lower right", fontsize=8)
+    fig.suptitle("ROC curves on the evaluated rows")
+    return _png(fig)
+
+
+def plot_calibration(results: Mapping[str, Mapping[str, TaskResult]]) -> bytes:
+    """Predicted vs observed rate per decile of predictions, one panel per task; ECE in legends."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.0 * len(TASKS), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(TASKS))
+    for ax, (task, spec) in zip(axes, TASKS.items(), strict=True):
+        top = 0.0
+        for name in _model_names(results):
+            r = results[name].get(task)
+            if r is None:
+                continue
+            cal = r.calibration
+            ax.plot(
+                cal.mean_predicted,
+                cal.observed_rate,
+                marker="o",
+                markersize=3,
+                label=f"{name} {r.ece:.4f}",
+                **_style(name),
+            )
+            top = max(top, float(cal.mean_predicted.max()), float(cal.observed_rate.max()))
+        top = top * 1.05 or 1.0
+        ax.plot([0, top], [0, top], color="lightgrey", linewidth=1)
+        ax.set(title=spec.title, xlabel="mean predicted rate", ylabel="observed rate")
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.legend(title="ECE", loc="upper left", fontsize=8)
+    fig.suptitle("Calibration: deciles of the prediction (on the diagonal = calibrated)")
+    return _png(fig)
+
+
+def history_series(history: Any) -> dict[str, list[float]]:
+    """Numeric per-epoch series of a trainer's history.json, flattened to "a.b" names.
+
+    Accepts a list of per-epoch objects, an object with such a list under "epochs", or an
+    object of per-epoch lists. Non-numeric values are ignored.
+    """
+    if isinstance(history, dict) and isinstance(history.get("epochs"), list):
+        history = history["epochs"]
+    series: dict[str, list[float]] = {}
+
+    def add(prefix: str, value: Any, index: int) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                add(f"{prefix}.{key}" if prefix else str(key), inner, index)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            values = series.setdefault(prefix, [])
+            values.extend([math.nan] * (index - len(values)))
+            values.append(float(value))
+
+    if isinstance(history, list):
+        for i, epoch in enumerate(history):
+            add("", epoch, i)
+    elif isinstance(history, dict):
+        for key, values in history.items():
+            if isinstance(values, list):
+                for i, value in enumerate(values):
+                    add(str(key), value, i)
+    series.pop("epoch", None)
+    return series
+
+
+def plot_histories(histories: Mapping[str, Any]) -> bytes | None:
+    """Training curves per model: losses (left) and validation AUCs (right) per epoch."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    parsed = {name: history_series(h) for name, h in histories.items()}
+    parsed = {name: s for name, s in parsed.items() if s}
+    if not parsed:
+        return None
+    fig = Figure(figsize=(11, 3.6 * len(parsed)), layout="constrained")
+    axes = fig.subplots(len(parsed), 2, squeeze=False)
+    for (loss_ax, auc_ax), (name, series) in zip(axes, parsed.items(), strict=True):
+        for key, values in series.items():
+            epochs = np.arange(1, len(values) + 1)
+            if "loss" in key:
+                loss_ax.plot(epochs, values, marker="o", markersize=3, label=key)
+            elif "auc" in key:
+                auc_ax.plot(epochs, values, marker="o", markersize=3, label=key)
+        loss_ax.set(title=f"{name}: training loss", xlabel="epoch", ylabel="loss")
+        auc_ax.set(title=f"{name}: validation AUC", xlabel="epoch", ylabel="AUC")
+        for ax in (loss_ax, auc_ax):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+    return _png(fig)
+
+
+@dataclass(frozen=True)
+class LabelReport:
+    """The label builder's report.json and its graph picture, shown in the HTML report."""
+
+    report: dict[str, Any]
+    picture: str | None  # an <img> or inline <svg> element
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def render_html(
+    evaluation: Evaluation, plots: Mapping[str, bytes], labels: LabelReport | None = None
+) -> str:
+    """A self-contained HTML report (images inlined), readable in the KFP UI or a browser."""
+    e = html.escape
+    results = evaluation.results
+    names = _model_names(results)
+    d = evaluation.data
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>HM3 evaluation</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em;max-width:1400px}"
+        "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;"
+        "padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}"
+        "img{max-width:100%}.best{font-weight:bold}.deploy{color:#070}.hold{color:#a00}"
+        "code{background:#f6f6f6;padding:1px 3px}</style></head><body>",
+        "<h1>HM<sup>3</sup> offline evaluation</h1>",
+        "<h2>Provenance</h2><ul>",
+        f"<li>Data: <code>{e(d.path)}</code>, split <b>{e(d.split)}</b>: {d.rows:,} impressions, "
+        f"{d.clicks:,} clicks, {d.buys:,} purchases, from {e(d.ts_min)} to {e(d.ts_max)}</li>",
+        f"<li>Truth (oracle rows): <code>{e(d.truth)}</code></li>" if d.truth else "",
+        f"<li>Command: <code>{e(evaluation.command or 'n/a')}</code></li>",
+        f"<li>Generated: {datetime.now(UTC).isoformat(timespec='seconds')}</li></ul>",
+        "<h3>Models</h3><table><tr><th>name</th><th>kind</th><th>version</th>"
+        "<th>artifact</th></tr>",
+    ]
+    for info in evaluation.models.values():
+        parts.append(
+            f"<tr><td>{e(info.name)}</td><td>{e(info.kind)}</td><td>{e(info.version)}</td>"
+            f"<td>{e(info.path)}</td></tr>"
+        )
+    parts.append("</table>")
+    if evaluation.gate is not None:
+        g = evaluation.gate
+        parts.append(
+            f"<h2>Deploy gate: <span class='{g.verdict}'>{g.verdict.upper()}</span> "
+            f"(candidate {e(evaluation.candidate or '')})</h2><ul>"
+        )
+        parts.extend(f"<li>{e(reason)}</li>" for reason in g.reasons)
+        parts.append("</ul>")
+    parts.append(
+        "<h2>AUC by task</h2><p>CVR is measured on clicked impressions (the headline), the other "
+        "tasks on all impressions. <b>Bold</b>: best model (the oracle excluded). The oracle "
+        "scores the true probabilities on the same labels; no model beats it in expectation.</p>"
+    )
+    parts.append(_table(results, names, "auc"))
+    for key, title in (
+        ("gauc", f"GAUC per user (weighted by {evaluation.config.gauc_weight})"),
+        ("logloss", "Log loss (lower is better)"),
+        ("ece", f"Expected calibration error, {evaluation.config.calibration_bins} bins"),
+    ):
+        parts.append(f"<h3>{e(title)}</h3>")
+        parts.append(_table(results, names, key))
+    parts.append(
+        "<h3>Rows and skipped users</h3><p>GAUC leaves out users whose impressions all have the "
+        "same label; the confusion matrix [[TN, FP], [FN, TP]] uses the stated threshold "
+        "(default: the task's observed positive rate).</p><table><tr><th>model</th><th>task</th>"
+        "<th>rows</th><th>positives</th><th>GAUC users</th><th>skipped users</th>"
+        "<th>threshold</th><th>confusion</th></tr>"
+    )
+    for name in names:
+        for task, r in results[name].items():
+            parts.append(
+                f"<tr><td>{e(name)}</td><td>{task}</td><td>{r.rows:,}</td><td>{r.positives:,}"
+                f"</td><td>{r.gauc_users:,}</td><td>{r.gauc_skipped_users:,}</td>"
+                f"<td>{r.threshold:.5f}</td><td>{r.confusion}</td></tr>"
+            )
+    parts.append("</table>")
+    titles = {
+        "roc": "ROC curves",
+        "calibration": "Calibration",
+        "training": "Training curves (from each model's history.json)",
+    }
+    for key, png in plots.items():
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f"<h2>{e(titles.get(key, key))}</h2><img alt='{e(key)}' "
+            f"src='data:image/png;base64,{data}'>"
+        )
+    if labels is not None:
+        parts.append("<h2>Behavior graph of the labels (label builder)</h2>")
+        if labels.picture:
+            parts.append(labels.picture)
+        edges = labels.report.get("edges")
+        if isinstance(edges, dict) and edges:
+            parts.append("<table><tr><th>edge</th><th>count</th><th>rate</th></tr>")
+            for edge, value in edges.items():
+                count = value.get("count") if isinstance(value, dict) else None
+                rate = value.get("rate") if isinstance(value, dict) else value
+                parts.append(
+                    f"<tr><td>{e(str(edge))}</td><td>{e(str(count))}</td>"
+                    f"<td>{_fmt(rate) if isinstance(rate, int | float) else e(str(rate))}</td></tr>"
+                )
+            parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(p for p in parts if p)
+
+
+def _table(results: Mapping[str, Mapping[str, TaskResult]], names: list[str], key: str) -> str:
+    lower_is_better = key in ("logloss", "ece")
+    best: dict[str, float] = {}
+    for task in TASKS:
+        values = [
+            getattr(results[n][task], key)
+            for n in names
+            if n != ORACLE and task in results[n] and getattr(results[n][task], key) is not None
+        ]
+        if values:
+            best[task] = min(values) if lower_is_better else max(values)
+    rows = ["<table><tr><th>model</th>", *(f"<th>{t}</th>" for t in TASKS), "</tr>"]
+    for name in names:
+        rows.append(f"<tr><td>{html.escape(name)}</td>")
+        for task in TASKS:
+            r = results[name].get(task)
+            value = getattr(r, key) if r is not None else None
+            cls = (
+                " class='best'"
+                if value is not None and name != ORACLE and value == best.get(task)
+                else ""
+            )
+            rows.append(f"<td{cls}>{_fmt(value) if r is not None else '-'}</td>")
+        rows.append("</tr>")
+    rows.append("</table>")
+    return "".join(rows)

@@ -1,0 +1,293 @@
+"""Scoring of model predictions on evaluated rows: metrics per model and task, oracle, headline.
+
+Computation only: no file I/O, no plots, no HTML. Each task of `model.tasks.TASKS` is scored
+against its label on its rows (CVR on clicked impressions, the others on all impressions). When
+the rows carry the simulator's truth columns, an "oracle" model scores the true probabilities on
+the same logged labels; no model beats it in expectation, so the gap to the oracle is the honest
+measure of model quality. CVR AUC on clicked impressions (`headline_auc`) is the headline: it is
+what the deploy gate compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model.data import schema
+from model.evaluate import metrics as m
+from model.evaluate.gate import GateDecision
+from model.tasks import HEADLINE, TASKS
+
+ORACLE = "oracle"
+CHAMPION = "champion"
+SPLITS = ("train", "validation", "test", "all")
+GAUC_WEIGHTS = ("impressions", "clicks")
+TRUTH_COLUMNS = (
+    "p_click",
+    "p_d_micro_given_click",
+    "p_d_macro_given_click",
+    "p_buy_given_click",
+)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How models are evaluated.
+
+    Attributes:
+        split: Which part of `split_by_time` to evaluate on ("test", "validation", "train"), or
+            "all" when the data file already is the held-out set.
+        calibration_bins: Equal-count bins of the calibration table (10 = deciles).
+        gauc_weight: Per-user weight of GAUC: "impressions" (rows) or "clicks".
+        roc_points: Most points kept per ROC curve (plots and KFP ClassificationMetrics).
+        threshold: Confusion-matrix threshold; None uses each task's observed positive rate on
+            the evaluated rows (a rate-matched cut; 0.5 would call nearly everything negative
+            for conversion rates of a few percent). The report states the value used.
+    """
+
+    split: str = "test"
+    calibration_bins: int = 10
+    gauc_weight: str = "impressions"
+    roc_points: int = 200
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.calibration_bins < 1:
+            raise ValueError(f"calibration_bins must be >= 1, got {self.calibration_bins}")
+        if self.gauc_weight not in GAUC_WEIGHTS:
+            raise ValueError(f"gauc_weight must be one of {GAUC_WEIGHTS}, got {self.gauc_weight!r}")
+        if self.roc_points < 2:
+            raise ValueError(f"roc_points must be >= 2, got {self.roc_points}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1] or None, got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """All metrics of one model on one task.
+
+    AUC-type values are None when undefined on the evaluated rows (a single label class).
+    """
+
+    auc: float | None
+    gauc: float | None
+    logloss: float
+    ece: float
+    rows: int
+    positives: int
+    gauc_users: int
+    gauc_skipped_users: int
+    calibration: m.Calibration
+    roc: m.RocCurve | None
+    threshold: float
+    confusion: list[list[int]]
+
+    def summary(self) -> dict[str, Any]:
+        """The metrics.json entry: auc, gauc, logloss, ece, then counts."""
+        return {
+            "auc": self.auc,
+            "gauc": self.gauc,
+            "logloss": self.logloss,
+            "ece": self.ece,
+            "rows": self.rows,
+            "positives": self.positives,
+            "gauc_users": self.gauc_users,
+            "gauc_skipped_users": self.gauc_skipped_users,
+        }
+
+    def details(self) -> dict[str, Any]:
+        """Summary plus calibration bins, ROC points and the confusion matrix."""
+        roc = None
+        if self.roc is not None:
+            roc = {
+                "fpr": self.roc.fpr.tolist(),
+                "tpr": self.roc.tpr.tolist(),
+                "thresholds": self.roc.thresholds.tolist(),
+            }
+        return {
+            **self.summary(),
+            "calibration": self.calibration.to_dict(),
+            "roc": roc,
+            "threshold": self.threshold,
+            "confusion_matrix": self.confusion,
+        }
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Identity of an evaluated model, for the report."""
+
+    name: str
+    kind: str
+    version: str
+    path: str
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What the models were evaluated on."""
+
+    path: str
+    split: str
+    rows: int
+    clicks: int
+    buys: int
+    ts_min: str
+    ts_max: str
+    truth: str | None
+
+
+@dataclass
+class Evaluation:
+    """The result of `evaluate_models`: metrics per model and task, and what produced them."""
+
+    results: dict[str, dict[str, TaskResult]]
+    models: dict[str, ModelInfo]
+    data: DataInfo
+    config: EvalConfig
+    command: str = ""
+    gate: GateDecision | None = None
+    candidate: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def metrics_json(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """{model_name: {task: {auc, gauc, logloss, ece, ...}}, "oracle": {...}}."""
+        return {
+            name: {task: r.summary() for task, r in tasks.items()}
+            for name, tasks in self.results.items()
+        }
+
+
+def _undefined(fn: Any, *args: Any) -> Any:
+    """Value of a metric, or None when it is undefined on these rows (one label class)."""
+    try:
+        return fn(*args)
+    except m.MetricError:
+        return None
+
+
+def score_task(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    users: np.ndarray,
+    gauc_weights: np.ndarray | None,
+    config: EvalConfig,
+) -> TaskResult:
+    """Every metric of one task on one set of rows.
+
+    Args:
+        labels: 0/1 labels of the evaluated rows.
+        probs: Predicted probabilities, same shape.
+        users: User id per row (GAUC groups).
+        gauc_weights: Per-row GAUC weights (None = one per impression).
+        config: Evaluation settings.
+    """
+    positives = int(np.sum(labels))
+    threshold = config.threshold
+    if threshold is None:
+        threshold = positives / labels.size if labels.size else 0.5
+    group = m.gauc(labels, probs, users, gauc_weights)
+    cal = m.calibration(labels, probs, min(config.calibration_bins, max(labels.size, 1)))
+    return TaskResult(
+        auc=_undefined(m.auc, labels, probs),
+        gauc=group.value,
+        logloss=m.log_loss(labels, probs),
+        ece=cal.ece,
+        rows=int(labels.size),
+        positives=positives,
+        gauc_users=group.groups_used,
+        gauc_skipped_users=group.groups_skipped,
+        calibration=cal,
+        roc=_undefined(m.roc_curve, labels, probs, config.roc_points),
+        threshold=float(threshold),
+        confusion=m.confusion_matrix(labels, probs, float(threshold)),
+    )
+
+
+def oracle_predictions(frame: pd.DataFrame) -> dict[str, np.ndarray] | None:
+    """True probabilities per task from the truth columns, or None if the frame has none."""
+    present = [c for c in TRUTH_COLUMNS if c in frame.columns]
+    if not present:
+        return None
+    missing = sorted(set(TRUTH_COLUMNS) - set(present))
+    if missing:
+        raise ValueError(f"data has truth columns {present} but lacks {missing}")
+    p = {c: frame[c].to_numpy(dtype=np.float64) for c in TRUTH_COLUMNS}
+    return {
+        "ctr": p["p_click"],
+        "cvr": p["p_buy_given_click"],
+        "ctcvr": p["p_click"] * p["p_buy_given_click"],
+        "ct_micro": p["p_click"] * p["p_d_micro_given_click"],
+        "ct_macro": p["p_click"] * p["p_d_macro_given_click"],
+    }
+
+
+def evaluate_predictions(
+    frame: pd.DataFrame,
+    predictions: Mapping[str, Mapping[str, np.ndarray]],
+    config: EvalConfig | None = None,
+) -> dict[str, dict[str, TaskResult]]:
+    """Score each model's predictions (and the oracle, when the frame has truth) on the frame.
+
+    Args:
+        frame: Evaluated rows: `user_id`, the label columns and optionally the truth columns.
+        predictions: Model name -> task -> probabilities for every row of `frame`. A model
+            scores only the tasks it predicts (the naive baseline predicts cvr only).
+        config: Evaluation settings.
+
+    Returns:
+        Model name (plus "oracle" with truth) -> task -> result.
+
+    Raises:
+        ValueError: On a missing column, a prediction of the wrong length, or a model named
+            "oracle".
+    """
+    config = config or EvalConfig()
+    for column in ("user_id", *schema.LABEL_COLUMNS):
+        if column not in frame.columns:
+            raise ValueError(f"evaluation data lacks column {column!r}")
+    if ORACLE in predictions:
+        raise ValueError(f"model name {ORACLE!r} is reserved for the truth probabilities")
+    all_predictions = dict(predictions)
+    oracle = oracle_predictions(frame)
+    if oracle is not None:
+        all_predictions[ORACLE] = oracle
+    labels = {c: m.check_labels(frame[c].to_numpy(), name=c) for c in schema.LABEL_COLUMNS}
+    clicked = labels["click"] == 1
+    users = frame["user_id"].to_numpy()
+    results: dict[str, dict[str, TaskResult]] = {}
+    for name, tasks in all_predictions.items():
+        results[name] = {}
+        for task, spec in TASKS.items():
+            if task not in tasks:
+                continue
+            probs = np.asarray(tasks[task], dtype=np.float64)
+            if probs.shape != (len(frame),):
+                raise ValueError(
+                    f"{name}: {task} predictions have shape {probs.shape}, expected ({len(frame)},)"
+                )
+            rows = clicked if spec.clicked_only else np.ones(len(frame), dtype=bool)
+            weights = None if config.gauc_weight == "impressions" else labels["click"][rows]
+            try:
+                results[name][task] = score_task(
+                    labels[spec.label][rows], probs[rows], users[rows], weights, config
+                )
+            except ValueError as err:
+                raise ValueError(f"{name}: task {task}: {err}") from err
+    return results
+
+
+def headline_auc(frame: pd.DataFrame, predictions: Mapping[str, np.ndarray]) -> float | None:
+    """CVR AUC on clicked rows (what the deploy gate compares); None when undefined."""
+    spec = TASKS[HEADLINE]
+    if HEADLINE not in predictions:
+        raise ValueError(f"the model predicts no {HEADLINE!r}, which the deploy gate compares")
+    clicked = m.check_labels(frame["click"].to_numpy(), name="click") == 1
+    labels = frame[spec.label].to_numpy()[clicked]
+    return _undefined(m.auc, labels, np.asarray(predictions[HEADLINE])[clicked])
