@@ -30,7 +30,6 @@ have events, which is a few percent of the table.
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -254,45 +253,12 @@ class AccountingError(RuntimeError):
 
 # --- input resolution ---------------------------------------------------------------------------
 
-_GLOB_CHARS = frozenset("*?[")
-
-
-def _has_glob(text: str) -> bool:
-    return any(c in _GLOB_CHARS for c in text)
-
-
-def _expand(spec: str, name: str) -> list[str]:
-    """Parquet files named by a file, folder or glob (local, file:// or gs://), sorted."""
-    if storage.is_gcs(spec):
-        if _has_glob(spec):
-            from fnmatch import fnmatch
-
-            fixed = spec.split("/")
-            prefix = "/".join(fixed[: next(i for i, part in enumerate(fixed) if _has_glob(part))])
-            found = [u for u in storage.list_files(prefix) if fnmatch(u, spec)]
-        elif spec.endswith(".parquet"):
-            found = [spec] if storage.exists(spec) else []
-        else:
-            found = [u for u in storage.list_files(spec) if u.endswith(".parquet")]
-    else:
-        local = spec[len("file://") :] if spec.startswith("file://") else spec
-        path = Path(local)
-        if _has_glob(local):
-            found = sorted(p for p in glob.glob(local, recursive=True) if Path(p).is_file())
-        elif path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*.parquet") if p.is_file())
-        else:
-            found = [str(path)] if path.is_file() else []
-    if not found:
-        raise FileNotFoundError(f"{name}: no Parquet file matches {spec!r}")
-    return found
-
 
 def _local_files(specs: Sequence[str], name: str, scratch: Path) -> list[str]:
     """Local paths for every input file; gs:// objects are downloaded into `scratch`."""
     files: list[str] = []
     for spec in specs:
-        for uri in _expand(str(spec), name):
+        for uri in storage.parquet_files(spec, what=name):
             if storage.is_gcs(uri):
                 target = scratch / name / f"{len(files):06d}-{Path(uri).name}"
                 target.parent.mkdir(parents=True, exist_ok=True)
