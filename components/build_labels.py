@@ -29,8 +29,9 @@ def build_labels(
     """
     from pathlib import Path
 
-    from model.data.labels import GRAPH_FILE, LabelConfig, report_html
+    from model.data.labels import GRAPH_FILE, LabelConfig
     from model.data.labels import build_labels as run
+    from model.data.labels_report import report_html
 
     def table(name: str) -> str:
         single = Path(world.path, f"{name}.parquet")

@@ -12,18 +12,21 @@ The GCS client honours `STORAGE_EMULATOR_HOST`, which the tests point at a real 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from fnmatch import fnmatch
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from google.cloud.storage import Bucket, Client
 
 MANIFEST = "MANIFEST.json"
@@ -31,6 +34,10 @@ MANIFEST = "MANIFEST.json"
 
 class ArtifactError(RuntimeError):
     """An artifact is missing, incomplete or corrupt."""
+
+
+class ParquetError(ValueError):
+    """A location holds a file that is not a readable Parquet table (truncated or corrupt)."""
 
 
 def is_gcs(uri: str | os.PathLike[str]) -> bool:
@@ -258,3 +265,94 @@ def local_dir(uri: str | os.PathLike[str]) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="hm3-") as tmp:
         yield download_dir(uri, tmp)
+
+
+# --- Parquet tables -----------------------------------------------------------------------------
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _has_glob(text: str) -> bool:
+    return any(c in _GLOB_CHARS for c in text)
+
+
+def parquet_files(location: str | os.PathLike[str], *, what: str | None = None) -> list[str]:
+    """Every Parquet file a location names, as full paths/URIs, sorted.
+
+    The location is local, file:// or gs:// and names one file (any name), a folder (every
+    `*.parquet` file under it, at any depth; other files such as a manifest are skipped) or a
+    glob (`*`, `?`, `[...]`; every file it matches, at any depth for `**`).
+
+    Args:
+        location: A file, folder or glob.
+        what: A name for the table in the error message (e.g. "events").
+
+    Raises:
+        FileNotFoundError: Nothing matches; names `what` and the location.
+    """
+    spec = os.fspath(location)
+    if is_gcs(spec):
+        if _has_glob(spec):
+            parts = spec.split("/")
+            prefix = "/".join(parts[: next(i for i, p in enumerate(parts) if _has_glob(p))])
+            found = [u for u in list_files(prefix) if fnmatch(u, spec)]
+        elif exists(spec):
+            found = [spec]
+        else:
+            found = [u for u in list_files(spec) if u.endswith(".parquet")]
+    else:
+        local = str(_local(spec))
+        path = Path(local)
+        if _has_glob(local):
+            found = sorted(p for p in glob.glob(local, recursive=True) if Path(p).is_file())
+        elif path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*.parquet") if p.is_file())
+        else:
+            found = [local] if path.is_file() else []
+    if not found:
+        head = f"{what}: " if what else ""
+        raise FileNotFoundError(f"{head}no Parquet file matches {spec!r}")
+    return found
+
+
+def read_parquet(
+    location: str | os.PathLike[str], columns: Sequence[str] | None = None
+) -> pa.Table:
+    """Read a Parquet table from a file, folder or glob, local, file:// or gs://.
+
+    The files of a folder or glob (see `parquet_files`) are read in sorted order and
+    concatenated; a column missing from some files is null there, and a column that is null in
+    one file takes its type from the others.
+
+    Args:
+        location: A file, folder or glob.
+        columns: Read only these columns (default: all).
+
+    Raises:
+        FileNotFoundError: Nothing matches the location (named).
+        ParquetError: A file is not readable Parquet or lacks a requested column (location and
+            file named).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for uri in parquet_files(location):
+        data = read_bytes(uri) if is_gcs(uri) else None
+        wanted = None if columns is None else list(columns)
+        try:
+            names = pq.read_schema(uri if data is None else pa.BufferReader(data)).names
+            missing = [c for c in wanted or () if c not in names]
+            if not missing:
+                source = uri if data is None else pa.BufferReader(data)
+                tables.append(pq.read_table(source, columns=wanted))
+        except (pa.ArrowException, OSError) as err:
+            raise ParquetError(
+                f"{os.fspath(location)}: not a readable Parquet table (truncated or corrupt?): "
+                f"{uri}: {err}"
+            ) from err
+        if missing:
+            raise ParquetError(f"{os.fspath(location)}: {uri} has no column(s) {missing}")
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="default")

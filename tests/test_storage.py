@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from model import storage
@@ -90,3 +93,83 @@ def test_local_file_of_gcs_object(gcs_bucket: str) -> None:
     storage.write_text_atomic(uri, "a,b\n1,2\n")
     with storage.local_file(uri) as path:
         assert path.read_text() == "a,b\n1,2\n"
+
+
+# --- Parquet tables ---
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _table_folder(base: str) -> str:
+    """A day-partitioned table under `base`/events, with a manifest and a nested partition."""
+    folder = storage.join(base, "events")
+    days = {"day=1.parquet": [1, 2], "day=2.parquet": [3], "late/day=3.parquet": [4, 5]}
+    for name, ids in days.items():
+        part = pa.table({"id": pa.array(ids, pa.int64()), "kind": [f"k{i}" for i in ids]})
+        storage.write_bytes_atomic(storage.join(folder, name), _parquet(part))
+    storage.write_text_atomic(storage.join(folder, storage.MANIFEST), "{}")
+    return folder
+
+
+def test_read_parquet_file_folder_and_glob(base: str) -> None:
+    folder = _table_folder(base)
+    whole = storage.read_parquet(folder)
+    assert whole.column("id").to_pylist() == [1, 2, 3, 4, 5]  # sorted files, manifest skipped
+    one = storage.read_parquet(storage.join(folder, "day=2.parquet"))
+    assert one.to_pylist() == [{"id": 3, "kind": "k3"}]
+    top = storage.read_parquet(storage.join(folder, "day=*.parquet"), columns=["id"])
+    assert top.column_names == ["id"]
+    assert top.column("id").to_pylist() == [1, 2, 3]
+
+
+def test_parquet_files_lists_only_parquet(base: str) -> None:
+    folder = _table_folder(base)
+    names = [Path(u).name for u in storage.parquet_files(folder)]
+    assert names == ["day=1.parquet", "day=2.parquet", "day=3.parquet"]
+
+
+def test_read_parquet_concatenates_differing_files(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"id": [1], "extra": [None]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": [2], "extra": ["x"]}), tmp_path / "b.parquet")
+    pq.write_table(pa.table({"id": [3]}), tmp_path / "c.parquet")
+    table = storage.read_parquet(tmp_path)
+    assert table.schema.field("extra").type == pa.string()
+    assert table.column("extra").to_pylist() == [None, "x", None]
+
+
+def test_missing_parquet_location_is_named(base: str) -> None:
+    where = storage.join(base, "nothing-here")
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"events: no Parquet file matches {where!r}")
+    ):
+        storage.parquet_files(where, what="events")
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        storage.read_parquet(where)
+
+
+def test_folder_without_parquet_is_named(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("no table here")
+    with pytest.raises(FileNotFoundError, match="no Parquet file matches .*empty"):
+        storage.read_parquet(tmp_path / "empty")
+
+
+def test_corrupt_parquet_is_named(base: str) -> None:
+    folder = _table_folder(base)
+    part = storage.join(folder, "day=2.parquet")
+    storage.write_bytes_atomic(part, storage.read_bytes(part)[:-64])  # an interrupted upload
+    with pytest.raises(storage.ParquetError) as caught:
+        storage.read_parquet(folder)
+    message = str(caught.value)
+    assert message.startswith(f"{folder}: not a readable Parquet table (truncated or corrupt?)")
+    assert "day=2.parquet" in message
+
+
+def test_missing_column_is_named(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"id": [1]}), tmp_path / "t.parquet")
+    with pytest.raises(storage.ParquetError, match=r"t.parquet has no column\(s\) \['ts'\]"):
+        storage.read_parquet(tmp_path / "t.parquet", columns=["id", "ts"])

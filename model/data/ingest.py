@@ -16,14 +16,6 @@ log = logging.getLogger(__name__)
 REQUIRED = ("impressions", "events", "users", "items")
 
 
-def _sources(source_uri: str, name: str) -> list[str]:
-    """The Parquet file `<name>.parquet`, or every Parquet file under the folder `<name>/`."""
-    single = storage.join(source_uri, f"{name}.parquet")
-    if storage.exists(single):
-        return [single]
-    return [u for u in storage.list_files(storage.join(source_uri, name)) if u.endswith(".parquet")]
-
-
 def ingest_logs(source_uri: str, out_dir: str | Path) -> dict[str, int]:
     """Copy impressions, events, users, items (and truth, if present) into `out_dir`.
 
@@ -41,13 +33,18 @@ def ingest_logs(source_uri: str, out_dir: str | Path) -> dict[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     for name in (*REQUIRED, "truth"):
-        uris = _sources(source_uri, name)
-        if not uris:
+        # The Parquet file `<name>.parquet`, or every Parquet file under the folder `<name>/`.
+        single = storage.join(source_uri, f"{name}.parquet")
+        try:
+            uris = storage.parquet_files(
+                single if storage.exists(single) else storage.join(source_uri, name)
+            )
+        except FileNotFoundError:
             if name == "truth":
                 continue
             raise FileNotFoundError(
                 f"{source_uri}: no {name}.parquet and no {name}/ folder of Parquet files"
-            )
+            ) from None
         single = len(uris) == 1 and uris[0].endswith(f"{name}.parquet")
         targets = []
         for uri in uris:

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model import storage
@@ -106,8 +105,7 @@ def load_eval_frame(
     Raises:
         ValueError: When truth does not cover every evaluated impression (named, with a count).
     """
-    with storage.local_file(data_path) as local:
-        table = _read_parquet(local)
+    table = storage.read_parquet(data_path)
     schema.validate_columns(
         table.schema, schema.IMPRESSIONS, str(data_path), ["impression_id", "user_id", "ts"]
     )
@@ -138,16 +136,6 @@ def load_eval_frame(
         truth=str(truth_path) if truth_path else None,
     )
     return frame, info
-
-
-def _read_parquet(path: Path) -> pa.Table:
-    """A Parquet file, or every *.parquet file of a folder (others, e.g. a manifest, skipped)."""
-    if not path.is_dir():
-        return pq.read_table(path)
-    files = sorted(path.rglob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{path}: folder holds no *.parquet file")
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
 
 def parse_model_specs(specs: Sequence[str]) -> list[tuple[str | None, str]]:

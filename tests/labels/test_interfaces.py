@@ -228,3 +228,18 @@ def test_component_on_kfp_local(small_world: Path, tmp_path: Path, reference: Pa
     _same_outputs(out, reference)
     (page,) = (tmp_path / "root").glob("labels-only-*/build-labels/label_graph")
     assert "<svg" in page.read_text()
+
+
+def test_graph_picture_and_html_from_a_report(reference: Path, tmp_path: Path) -> None:
+    from model.data.labels import LabelReport
+    from model.data.labels_report import report_html, write_graph_picture
+
+    saved = json.loads((reference / "report.json").read_text())
+    saved.pop("reasons")
+    report = LabelReport(**saved)
+    write_graph_picture(report, tmp_path / "graph.png")
+    assert (tmp_path / "graph.png").read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match=r"must end in \.svg or \.png"):
+        write_graph_picture(report, tmp_path / "graph.jpg")
+    page = report_html(report, "<svg/>")
+    assert "<svg/>" in page and "impression → click" in page
