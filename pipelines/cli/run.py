@@ -79,12 +79,13 @@ def compile(  # noqa: A001 - the subcommand is called compile
 ) -> None:
     """Compile the pipeline to Kubeflow Pipelines IR YAML (the package `hm3 submit` sends).
 
-    Component images default to the ones in components/images.py; set HM3_IMAGE and
-    HM3_TRAIN_IMAGE to point at your registry before compiling.
+    Component images default to the ones in components/images.py; set HM3_IMAGE (every
+    component but training) and HM3_TRAIN_IMAGE (training) to point at your registry before
+    compiling.
     """
-    from pipelines.compile import compile_pipeline
+    from pipelines.compile import compile_pipeline, images_from_env
 
-    path = compile_pipeline(out, use_gpu=use_gpu, gpus=gpus)
+    path = compile_pipeline(out, use_gpu=use_gpu, gpus=gpus, **images_from_env())
     typer.echo(str(path))
 
 
@@ -108,9 +109,9 @@ def submit(
     from pipelines.submit import parse_params, submit_run
 
     if not package.exists():
-        from pipelines.compile import compile_pipeline
+        from pipelines.compile import compile_pipeline, images_from_env
 
-        compile_pipeline(package)
+        compile_pipeline(package, **images_from_env())
     try:
         arguments = parse_params(param or [])
     except ValueError as err:
