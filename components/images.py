@@ -2,7 +2,9 @@
 
 Built from `dockerfiles/Dockerfile` (CPU: data, features, evaluation, serving) and
 `dockerfiles/Dockerfile.train` (CUDA base image: training). Override at compile time with the
-HM3_IMAGE / HM3_TRAIN_IMAGE environment variables read by `pipelines.compile`.
+HM3_IMAGE / HM3_TRAIN_IMAGE environment variables: `hm3 compile` (and `hm3 submit` when it
+compiles) reads them through `pipelines.compile.images_from_env`, and `compile_pipeline`
+rewrites the compiled executors built on these defaults; unset, the defaults stay.
 """
 
 HM3_IMAGE = "ghcr.io/hm3/hm3:0.1.0"

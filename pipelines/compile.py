@@ -2,16 +2,57 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kfp import compiler
 
+from components.images import HM3_IMAGE, HM3_TRAIN_IMAGE
 from pipelines.pipeline import create_pipeline
 
+IMAGE_ENV = "HM3_IMAGE"
+TRAIN_IMAGE_ENV = "HM3_TRAIN_IMAGE"
 
-def compile_pipeline(out: str | Path, use_gpu: bool = False, gpus: int = 1) -> Path:
-    """Write the IR YAML package for `hm3 submit` / the KFP UI and return its path."""
+
+def images_from_env() -> dict[str, str | None]:
+    """The image overrides set in the environment, as `compile_pipeline` keyword arguments.
+
+    HM3_IMAGE replaces the CPU image (every component but training), HM3_TRAIN_IMAGE the
+    training image; an unset or empty variable gives None (keep the default). Read when called,
+    not at import.
+    """
+    return {
+        "image": os.environ.get(IMAGE_ENV) or None,
+        "train_image": os.environ.get(TRAIN_IMAGE_ENV) or None,
+    }
+
+
+def compile_pipeline(
+    out: str | Path,
+    use_gpu: bool = False,
+    gpus: int = 1,
+    image: str | None = None,
+    train_image: str | None = None,
+) -> Path:
+    """Write the IR YAML package for `hm3 submit` / the KFP UI and return its path.
+
+    Args:
+        out: Where to write the YAML.
+        use_gpu: Request `gpus` NVIDIA GPUs for every training task.
+        gpus: GPUs per training task when `use_gpu`.
+        image: Image for the executors built on components.images.HM3_IMAGE (None: keep it).
+        train_image: Image for the executors built on HM3_TRAIN_IMAGE (None: keep it).
+    """
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(create_pipeline(use_gpu=use_gpu, gpus=gpus), str(path))
+    pipeline = create_pipeline(use_gpu=use_gpu, gpus=gpus)
+    swap = {HM3_IMAGE: image or HM3_IMAGE, HM3_TRAIN_IMAGE: train_image or HM3_TRAIN_IMAGE}
+    # Components bake their base_image in at import; rewrite this pipeline's compiled executors.
+    executors = pipeline.pipeline_spec.deployment_spec["executors"]
+    for name in executors.keys():
+        executor = executors[name]
+        if "container" in executor:
+            container = executor["container"]
+            container["image"] = swap.get(container["image"], container["image"])
+    compiler.Compiler().compile(pipeline, str(path))
     return path

@@ -73,6 +73,44 @@ def test_images_and_accelerators(compiled) -> None:
             assert accelerator is None, name
 
 
+def _cli_compile(out: Path) -> dict[str, str]:
+    """`hm3 compile --out OUT`; the image of every executor, by executor name."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    result = CliRunner().invoke(app, ["compile", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    spec = next(yaml.safe_load_all(out.read_text()))
+    return {n: e["container"]["image"] for n, e in spec["deploymentSpec"]["executors"].items()}
+
+
+def test_compile_uses_the_images_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cpu, train = "registry.example.com/hm3:test", "registry.example.com/hm3-train:test"
+    monkeypatch.setenv("HM3_IMAGE", cpu)
+    monkeypatch.setenv("HM3_TRAIN_IMAGE", train)
+    images = _cli_compile(tmp_path / "hm3.yaml")
+    assert {"exec-train-model", "exec-train-model-2", "exec-load-logs"} <= set(images)
+    for name, image in images.items():
+        assert image == (train if name.startswith("exec-train-model") else cpu), name
+
+
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_compile_keeps_the_default_images_without_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str | None
+) -> None:
+    for name in ("HM3_IMAGE", "HM3_TRAIN_IMAGE"):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    images = _cli_compile(tmp_path / "hm3.yaml")
+    for name, image in images.items():
+        assert image == (HM3_TRAIN_IMAGE if name.startswith("exec-train-model") else HM3_IMAGE)
+
+
 def test_every_step_but_deploy_is_cached(compiled) -> None:
     """On a cluster, rerunning after a fix reuses the steps that already succeeded; a deploy
     always runs, since it acts on the world (the serving endpoint), not only on artifacts."""

@@ -1,0 +1,149 @@
+"""The pipeline as a whole: `hm3 run`, `hm3 compile`, `hm3 submit`, `hm3 bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.cli._common import console, fail
+
+app = typer.Typer()
+
+
+@app.command()
+def run(
+    impressions: Annotated[int, typer.Option(help="Size of the simulated world.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Seed of the world and of training.")] = 0,
+    micro_signal: Annotated[
+        float, typer.Option(help="How much D-Micro raises macro and purchase odds.")
+    ] = 1.0,
+    out: Annotated[Path, typer.Option(help="Output folder of the run.")] = Path("out"),
+    keep_serving: Annotated[
+        bool, typer.Option(help="Keep the local KServe endpoint up until Ctrl-C.")
+    ] = False,
+    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 2,
+    min_cvr_auc: Annotated[float, typer.Option(help="Deploy gate: minimum CVR AUC.")] = 0.55,
+    source_uri: Annotated[
+        str,
+        typer.Option(
+            help="Ingest raw logs from this folder (local or gs://) instead of simulating."
+        ),
+    ] = "",
+    deploy_dir: Annotated[
+        str,
+        typer.Option(help="Deployment registry folder, local or gs:// (default OUT/deployment)."),
+    ] = "",
+) -> None:
+    """Run the whole pipeline on kfp.local and serve the winner on a local KServe endpoint.
+
+    Simulates a world, builds graph labels, retrieves Feast features point in time, trains
+    HM^3, ESM^2, ESMM and naive CVR, evaluates them with the deploy gate and, if it passes,
+    deploys HM^3 on a loopback KServe server that reads features from the run's Feast online
+    store, and prints one prediction. OUT then holds metrics.json, report.html,
+    models/<kind>/, labels/, features/, feature_store/ (the run's Feast repo), deployment/ and
+    kfp/ (the KFP local run's own outputs).
+    """
+    from pipelines.local_run import LocalRunConfig, run_local
+    from pipelines.summary import print_summary, serve_until_interrupted
+
+    try:
+        cfg = LocalRunConfig(
+            out=out,
+            impressions=impressions,
+            seed=seed,
+            micro_signal=micro_signal,
+            epochs=epochs,
+            min_cvr_auc=min_cvr_auc,
+            source_uri=source_uri,
+            deploy_dir=deploy_dir,
+        )
+    except ValueError as err:
+        raise fail(str(err)) from err
+    result = run_local(cfg)
+    print_summary(result)
+    if keep_serving:
+        serve_until_interrupted(result.out / "models" / "hm3", result.out / "feature_store")
+
+
+@app.command()
+def compile(  # noqa: A001 - the subcommand is called compile
+    out: Annotated[Path, typer.Option(help="Where to write the pipeline IR YAML.")] = Path(
+        "hm3_pipeline.yaml"
+    ),
+    use_gpu: Annotated[
+        bool, typer.Option(help="Request one nvidia.com/gpu for each training task.")
+    ] = False,
+    gpus: Annotated[int, typer.Option(help="GPUs per training task when --use-gpu.")] = 1,
+) -> None:
+    """Compile the pipeline to Kubeflow Pipelines IR YAML (the package `hm3 submit` sends).
+
+    Component images default to the ones in components/images.py; set HM3_IMAGE (every
+    component but training) and HM3_TRAIN_IMAGE (training) to point at your registry before
+    compiling.
+    """
+    from pipelines.compile import compile_pipeline, images_from_env
+
+    path = compile_pipeline(out, use_gpu=use_gpu, gpus=gpus, **images_from_env())
+    typer.echo(str(path))
+
+
+@app.command()
+def submit(
+    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. https://kfp.example.com.")],
+    package: Annotated[
+        Path, typer.Option(help="Compiled IR YAML; compiled now when it does not exist.")
+    ] = Path("hm3_pipeline.yaml"),
+    experiment: Annotated[str, typer.Option(help="KFP experiment name.")] = "hm3",
+    run_name: Annotated[str | None, typer.Option(help="Run name (default: timestamped).")] = None,
+    pipeline_root: Annotated[
+        str | None, typer.Option(help="gs://bucket/prefix for the run's artifacts.")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Pipeline parameter NAME=VALUE (JSON values allowed); repeatable."),
+    ] = None,
+) -> None:
+    """Submit the compiled pipeline to a Kubeflow Pipelines cluster with kfp.Client."""
+    from pipelines.submit import parse_params, submit_run
+
+    if not package.exists():
+        from pipelines.compile import compile_pipeline, images_from_env
+
+        compile_pipeline(package, **images_from_env())
+    try:
+        arguments = parse_params(param or [])
+    except ValueError as err:
+        raise fail(str(err)) from err
+    url = submit_run(
+        host,
+        package,
+        experiment=experiment,
+        run_name=run_name,
+        pipeline_root=pipeline_root,
+        arguments=arguments,
+    )
+    typer.echo(url)
+
+
+@app.command()
+def bench(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Benchmarks to run (default: all): names of scripts in bench/."),
+    ] = None,
+) -> None:
+    """Run benchmark scripts from bench/, each printing ours next to its peer in one table."""
+    import subprocess
+    import sys
+
+    folder = Path(__file__).resolve().parents[2] / "bench"
+    available = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+    chosen = names or available
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise fail(f"unknown benchmark(s) {unknown}; available: {available}")
+    for name in chosen:
+        console.rule(f"bench/{name}.py")
+        subprocess.run([sys.executable, str(folder / f"{name}.py")], check=True)
