@@ -90,6 +90,7 @@ def evaluate(
     from model.evaluate.evaluation import GateSpec, evaluate_models, parse_model_specs
     from model.evaluate.gate import GateConfig
     from model.evaluate.scoring import EvalConfig
+    from model.storage import ArtifactError
 
     try:
         config = EvalConfig(
@@ -123,7 +124,7 @@ def evaluate(
             command=command,
             gate=gate,
         )
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ArtifactError) as err:
         raise fail(str(err)) from err
     summary: dict[str, object] = {
         "out": str(out),

@@ -48,14 +48,22 @@ def test_cli_evaluate_with_gate(
     assert "evaluate --model" in (out / "report.html").read_text()
 
 
-def test_cli_evaluate_rejects_bad_options(tmp_path: Path) -> None:
+def test_cli_evaluate_rejects_bad_options(
+    tmp_path: Path, eval_table: Path, trained_models: dict[str, Path]
+) -> None:
     runner = CliRunner()
     result = runner.invoke(
         app, ["evaluate", "--model", "m", "--data", "d", "--out", str(tmp_path), "--split", "x"]
     )
     assert result.exit_code == 2 and "split must be one of" in result.output
+    model = str(trained_models["naive"])
     result = runner.invoke(
         app,
-        ["evaluate", "--model", "m", "--data", str(tmp_path / "none.parquet"), "--out", "o"],
+        ["evaluate", "--model", model, "--data", str(tmp_path / "none.parquet"), "--out", "o"],
     )
     assert result.exit_code == 2 and "none.parquet" in result.output
+    missing = str(tmp_path / "no-model")
+    result = runner.invoke(
+        app, ["evaluate", "--model", missing, "--data", str(eval_table), "--out", "o"]
+    )
+    assert result.exit_code == 2 and "no-model" in result.output
