@@ -124,7 +124,8 @@ def run(world_dir: Path, table: Path, kind: str, seed: int, args: argparse.Names
         str(table), EvalConfig(), truth_path=str(world_dir / "truth.parquet")
     )
     preds = load_model(out).predict(frame)
-    scores = evaluate_predictions(frame, {kind: preds})
+    # The paired gaps come from `paired_gaps` below, over seeds; no per-run intervals.
+    scores = evaluate_predictions(frame, {kind: preds}, EvalConfig(bootstrap=0))
     record = {
         "kind": kind,
         "seed": seed,
@@ -175,7 +176,9 @@ def ceilings(world_dir: Path, table_path: Path, draws: int) -> dict:
             f"the rebuilt world does not reproduce {world_dir}/truth.parquet (max |diff| "
             f"{mismatch:.3g}): simulator changed since the world was written?"
         )
-    scores = evaluate_predictions(frame, {name: {"cvr": p} for name, p in probs.items()})
+    scores = evaluate_predictions(
+        frame, {name: {"cvr": p} for name, p in probs.items()}, EvalConfig(bootstrap=0)
+    )
     record = {
         "integration": repr(integration),
         "clicked_rows": int(frame["click"].sum()),

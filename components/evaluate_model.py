@@ -74,7 +74,8 @@ def evaluate_model(
 
     from model.evaluate.evaluation import GateSpec, evaluate_models
     from model.evaluate.gate import GateConfig
-    from model.evaluate.scoring import CHAMPION, EvalConfig
+    from model.evaluate.scoring import CHAMPION, GAPS, EvalConfig
+    from model.tasks import HEADLINE
 
     if not deploy_dir:
         raise ValueError("deploy_dir must name the deployment folder holding registry.json")
@@ -94,11 +95,15 @@ def evaluate_model(
         ),
         gate=GateSpec(deploy_dir, candidate.path, GateConfig(min_cvr_auc, tolerance)),
     )
-    for name, tasks in result.metrics_json().items():
-        for task, values in tasks.items():
-            for key in ("auc", "gauc", "logloss", "ece"):
+    for name, tasks in result.results.items():
+        for task, scored in tasks.items():
+            values = scored.summary()
+            for key in ("auc", "auc_lo", "auc_hi", "gauc", "logloss", "ece"):
                 if values[key] is not None:
                     metrics.log_metric(f"{name}_{task}_{key}", round(values[key], 6))
+    for pair, tasks in result.metrics_json()[GAPS].items():
+        for key, value in tasks.get(HEADLINE, {}).items():
+            metrics.log_metric(f"gap_{pair}_{HEADLINE}_{key}", round(value, 6))
     candidate_name = result.candidate
     for task, output in (("cvr", cvr_roc), ("ctcvr", ctcvr_roc)):
         scored = result.results[candidate_name].get(task)

@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from model.evaluate.scoring import CHAMPION, GAPS, MIN_GAUC_USERS, ORACLE
 from model.tasks import HEADLINE, TASKS
 from pipelines.local_run import LocalRunResult
 
@@ -33,19 +34,20 @@ def print_summary(result: LocalRunResult) -> None:
     console.print(rates)
 
     metrics = json.loads((result.out / "metrics.json").read_text())
-    table = Table(title="held-out test split: AUC (GAUC for cvr)")
+    gaps = metrics.pop(GAPS, {})
+    table = Table(title="held-out test split: AUC [95% bootstrap interval] (GAUC for cvr)")
     table.add_column("model")
     for task in COLUMNS:
         table.add_column(task, justify="right")
     table.add_column("cvr gauc", justify="right")
     for name, tasks in metrics.items():
-
-        def cell(task: str, key: str = "auc", tasks: dict = tasks) -> str:
-            value = tasks.get(task, {}).get(key)
-            return "-" if value is None else f"{value:.4f}"
-
-        table.add_row(name, *(cell(t) for t in COLUMNS), cell("cvr", "gauc"))
+        table.add_row(
+            name,
+            *(auc_cell(tasks.get(t, {})) for t in COLUMNS),
+            gauc_cell(tasks.get(HEADLINE, {})),
+        )
     console.print(table)
+    console.print(candidate_sentence(metrics, gaps))
     console.print(f"gate: [bold]{result.decision}[/bold]")
     for reason in result.reasons:
         console.print(f"  - {reason}")
@@ -53,6 +55,45 @@ def print_summary(result: LocalRunResult) -> None:
     if result.deployment:
         console.print(f"endpoint: {result.deployment.get('endpoint')} (stopped after the demo)")
         print(json.dumps({"prediction": result.deployment.get("prediction")}))
+
+
+def auc_cell(values: dict) -> str:
+    """AUC with its interval, "-" when the model has no such task or it is undefined."""
+    if values.get("auc") is None:
+        return "-"
+    if values.get("auc_lo") is None:
+        return f"{values['auc']:.4f}"
+    return f"{values['auc']:.4f} [{values['auc_lo']:.3f}, {values['auc_hi']:.3f}]"
+
+
+def gauc_cell(values: dict) -> str:
+    """GAUC, or n/a when too few users have both classes to read it (the report says why)."""
+    if values.get("gauc") is None or values.get("gauc_users", 0) < MIN_GAUC_USERS:
+        return "n/a"
+    return f"{values['gauc']:.4f}"
+
+
+def candidate_sentence(metrics: dict, gaps: dict, candidate: str = "hm3") -> str:
+    """One sentence on HM^3's CVR AUC against the best baseline, with the paired interval."""
+    baselines = {
+        name: tasks[HEADLINE]["auc"]
+        for name, tasks in metrics.items()
+        if name not in (candidate, ORACLE, CHAMPION)
+        and tasks.get(HEADLINE, {}).get("auc") is not None
+    }
+    if candidate not in metrics or not baselines:
+        return f"no {candidate} and baseline CVR AUC to compare"
+    best = max(baselines, key=lambda n: baselines[n])
+    gap = gaps.get(f"{candidate}-{best}", {}).get(HEADLINE)
+    if gap is None:
+        return f"{candidate} vs best baseline {best}: no paired interval (bootstrap off)"
+    text = (
+        f"{candidate} vs best baseline {best}: CVR AUC gap {gap['mean']:+.4f} "
+        f"[{gap['lo']:+.4f}, {gap['hi']:+.4f}] (paired bootstrap 95%)"
+    )
+    if gap["lo"] <= 0 <= gap["hi"]:
+        return text + ": not significant at this size; see bench/quality.py"
+    return text + (": significant" if gap["lo"] > 0 else ": significantly worse")
 
 
 def serve_until_interrupted(

@@ -18,8 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from model.evaluate.scoring import CHAMPION, ORACLE, Evaluation, TaskResult
-from model.tasks import TASKS
+from model.evaluate.scoring import (
+    CHAMPION,
+    MIN_GAUC_USERS,
+    ORACLE,
+    Evaluation,
+    TaskResult,
+    paired_gaps,
+)
+from model.tasks import HEADLINE, TASKS
 
 
 def _model_names(results: Mapping[str, Mapping[str, TaskResult]]) -> list[str]:
@@ -207,12 +214,24 @@ def render_html(
         parts.append("</ul>")
     parts.append(
         "<h2>AUC by task</h2><p>CVR is measured on clicked impressions (the headline), the other "
-        "tasks on all impressions. <b>Bold</b>: best model (the oracle excluded). The oracle "
-        "scores the true probabilities on the same labels; no model beats it in expectation.</p>"
+        "tasks on all impressions. In brackets: the 95% bootstrap interval "
+        f"({evaluation.config.bootstrap} resamples of the evaluated rows). <b>Bold</b>: the best "
+        "model, only where its lead over the runner-up is significant (paired interval of the "
+        "gap excludes 0; the oracle excluded). The oracle scores the true probabilities on the "
+        "same labels; no model beats it in expectation.</p>"
     )
     parts.append(_table(results, names, "auc"))
+    parts.append(
+        "<h3>Paired gaps</h3><p>Each model minus the next on the same bootstrap resamples: "
+        "an interval that excludes 0 is a difference beyond the test rows' sampling noise.</p>"
+    )
+    parts.append(_gaps_table(results))
     for key, title in (
-        ("gauc", f"GAUC per user (weighted by {evaluation.config.gauc_weight})"),
+        (
+            "gauc",
+            f"GAUC per user (weighted by {evaluation.config.gauc_weight}; n/a below "
+            f"{MIN_GAUC_USERS} users with both classes)",
+        ),
         ("logloss", "Log loss (lower is better)"),
         ("ece", f"Expected calibration error, {evaluation.config.calibration_bins} bins"),
     ):
@@ -263,29 +282,73 @@ def render_html(
     return "\n".join(p for p in parts if p)
 
 
+def _significant_best(
+    results: Mapping[str, Mapping[str, TaskResult]],
+    names: list[str],
+    gaps: Mapping[str, Mapping[str, Mapping[str, float]]],
+    task: str,
+) -> str | None:
+    """The model whose AUC lead over the runner-up has a paired interval above 0, if any."""
+    ranked = sorted(
+        (results[n][task].auc, n)
+        for n in names
+        if n != ORACLE and task in results[n] and results[n][task].auc is not None
+    )
+    if len(ranked) < 2:
+        return None
+    (_, runner_up), (_, best) = ranked[-2], ranked[-1]
+    forward = gaps.get(f"{best}-{runner_up}", {}).get(task)
+    backward = gaps.get(f"{runner_up}-{best}", {}).get(task)
+    if forward is not None and forward["lo"] > 0:
+        return best
+    if backward is not None and backward["hi"] < 0:
+        return best
+    return None
+
+
+def _cell(r: TaskResult | None, key: str) -> str:
+    if r is None:
+        return "-"
+    if key == "auc" and r.auc is not None and r.auc_lo is not None:
+        return f"{r.auc:.4f} <small>[{r.auc_lo:.4f}, {r.auc_hi:.4f}]</small>"
+    if key == "gauc" and r.gauc_note is not None:
+        return f"<span title='{html.escape(r.gauc_note)}'>{html.escape(r.gauc_note)}</span>"
+    return _fmt(getattr(r, key))
+
+
 def _table(results: Mapping[str, Mapping[str, TaskResult]], names: list[str], key: str) -> str:
-    lower_is_better = key in ("logloss", "ece")
-    best: dict[str, float] = {}
-    for task in TASKS:
-        values = [
-            getattr(results[n][task], key)
-            for n in names
-            if n != ORACLE and task in results[n] and getattr(results[n][task], key) is not None
-        ]
-        if values:
-            best[task] = min(values) if lower_is_better else max(values)
+    """One metric for every model and task; on AUC, the significantly best model in bold."""
+    best: dict[str, str | None] = {}
+    if key == "auc":
+        gaps = paired_gaps(results)
+        best = {task: _significant_best(results, names, gaps, task) for task in TASKS}
     rows = ["<table><tr><th>model</th>", *(f"<th>{t}</th>" for t in TASKS), "</tr>"]
     for name in names:
         rows.append(f"<tr><td>{html.escape(name)}</td>")
         for task in TASKS:
             r = results[name].get(task)
-            value = getattr(r, key) if r is not None else None
-            cls = (
-                " class='best'"
-                if value is not None and name != ORACLE and value == best.get(task)
-                else ""
-            )
-            rows.append(f"<td{cls}>{_fmt(value) if r is not None else '-'}</td>")
+            cls = " class='best'" if best.get(task) == name else ""
+            rows.append(f"<td{cls}>{_cell(r, key)}</td>")
         rows.append("</tr>")
+    rows.append("</table>")
+    return "".join(rows)
+
+
+def _gaps_table(results: Mapping[str, Mapping[str, TaskResult]]) -> str:
+    """Paired AUC gap of every pair of models on the headline task, with its 95% interval."""
+    gaps = paired_gaps(results)
+    rows = [
+        f"<table><tr><th>gap</th><th>{HEADLINE} AUC gap</th><th>95% interval</th>"
+        "<th>significant</th></tr>"
+    ]
+    for pair, tasks in gaps.items():
+        gap = tasks.get(HEADLINE)
+        if gap is None:
+            continue
+        verdict = "yes" if gap["lo"] > 0 or gap["hi"] < 0 else "no"
+        rows.append(
+            f"<tr><td>{html.escape(pair)}</td><td>{gap['mean']:+.4f}</td>"
+            f"<td>[{gap['lo']:+.4f}, {gap['hi']:+.4f}]</td><td>{verdict}</td></tr>"
+        )
     rows.append("</table>")
     return "".join(rows)

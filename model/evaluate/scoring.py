@@ -10,8 +10,8 @@ what the deploy gate compares.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,9 +23,15 @@ from model.evaluate.gate import GateDecision
 from model.tasks import HEADLINE, TASKS
 
 ORACLE = "oracle"
+GAPS = "gaps"
 CHAMPION = "champion"
 SPLITS = ("train", "validation", "test", "all")
 GAUC_WEIGHTS = ("impressions", "clicks")
+# Below this many users with both label classes, GAUC averages a handful of per-user AUCs on a
+# few rows each: too noisy to read, so the report prints it as n/a with the reason.
+MIN_GAUC_USERS = 100
+# Canonical order of the kinds: gaps are named "a-b" with a before b in this order.
+KIND_ORDER = ("hm3", "esm2", "esmm", "naive")
 TRUTH_COLUMNS = (
     "p_click",
     "p_d_micro_given_click",
@@ -47,6 +53,10 @@ class EvalConfig:
         threshold: Confusion-matrix threshold; None uses each task's observed positive rate on
             the evaluated rows (a rate-matched cut; 0.5 would call nearly everything negative
             for conversion rates of a few percent). The report states the value used.
+        bootstrap: Bootstrap resamples of the evaluated rows for the 95% interval of every AUC
+            and of every gap between two models (paired: the same resamples for all models).
+            0 = no intervals.
+        bootstrap_seed: Seed of the resamples.
     """
 
     split: str = "test"
@@ -54,6 +64,8 @@ class EvalConfig:
     gauc_weight: str = "impressions"
     roc_points: int = 200
     threshold: float | None = None
+    bootstrap: int = 200
+    bootstrap_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -66,6 +78,10 @@ class EvalConfig:
             raise ValueError(f"roc_points must be >= 2, got {self.roc_points}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1] or None, got {self.threshold}")
+        if self.bootstrap < 0:
+            raise ValueError(
+                f"bootstrap must be >= 0 resamples (0 = no intervals), got {self.bootstrap}"
+            )
 
 
 @dataclass(frozen=True)
@@ -87,11 +103,25 @@ class TaskResult:
     roc: m.RocCurve | None
     threshold: float
     confusion: list[list[int]]
+    auc_lo: float | None = None
+    auc_hi: float | None = None
+    # AUC on each bootstrap resample, the same resamples for every model on this task: the
+    # paired draws behind the gaps. Not written to metrics.json.
+    auc_draws: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def gauc_note(self) -> str | None:
+        """Why GAUC is not worth reading on these rows, or None when it is."""
+        if self.gauc is None or self.gauc_users < MIN_GAUC_USERS:
+            return f"n/a: {self.gauc_users} user(s) with both classes (fewer than {MIN_GAUC_USERS})"
+        return None
 
     def summary(self) -> dict[str, Any]:
-        """The metrics.json entry: auc, gauc, logloss, ece, then counts."""
+        """The metrics.json entry: auc with its 95% interval, gauc, logloss, ece, then counts."""
         return {
             "auc": self.auc,
+            "auc_lo": self.auc_lo,
+            "auc_hi": self.auc_hi,
             "gauc": self.gauc,
             "logloss": self.logloss,
             "ece": self.ece,
@@ -156,12 +186,17 @@ class Evaluation:
     candidate: str | None = None
     files: dict[str, str] = field(default_factory=dict)
 
-    def metrics_json(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """{model_name: {task: {auc, gauc, logloss, ece, ...}}, "oracle": {...}}."""
-        return {
+    def metrics_json(self) -> dict[str, Any]:
+        """{model: {task: {auc, auc_lo, auc_hi, gauc, ...}}, "oracle": {...}, "gaps": {...}}.
+
+        "gaps" (see `paired_gaps`) is the only top-level key that is not a model.
+        """
+        out: dict[str, Any] = {
             name: {task: r.summary() for task, r in tasks.items()}
             for name, tasks in self.results.items()
         }
+        out[GAPS] = paired_gaps(self.results)
+        return out
 
 
 def _undefined(fn: Any, *args: Any) -> Any:
@@ -261,10 +296,12 @@ def evaluate_predictions(
     labels = {c: m.check_labels(frame[c].to_numpy(), name=c) for c in schema.LABEL_COLUMNS}
     clicked = labels["click"] == 1
     users = frame["user_id"].to_numpy()
-    results: dict[str, dict[str, TaskResult]] = {}
-    for name, tasks in all_predictions.items():
-        results[name] = {}
-        for task, spec in TASKS.items():
+    results: dict[str, dict[str, TaskResult]] = {name: {} for name in all_predictions}
+    for number, (task, spec) in enumerate(TASKS.items()):
+        rows = clicked if spec.clicked_only else np.ones(len(frame), dtype=bool)
+        weights = None if config.gauc_weight == "impressions" else labels["click"][rows]
+        scored: dict[str, np.ndarray] = {}
+        for name, tasks in all_predictions.items():
             if task not in tasks:
                 continue
             probs = np.asarray(tasks[task], dtype=np.float64)
@@ -272,15 +309,67 @@ def evaluate_predictions(
                 raise ValueError(
                     f"{name}: {task} predictions have shape {probs.shape}, expected ({len(frame)},)"
                 )
-            rows = clicked if spec.clicked_only else np.ones(len(frame), dtype=bool)
-            weights = None if config.gauc_weight == "impressions" else labels["click"][rows]
             try:
                 results[name][task] = score_task(
                     labels[spec.label][rows], probs[rows], users[rows], weights, config
                 )
             except ValueError as err:
                 raise ValueError(f"{name}: task {task}: {err}") from err
+            scored[name] = probs[rows]
+        if config.bootstrap and scored:
+            # One resampling per task, shared by every model: the draws are paired.
+            draws = m.bootstrap_auc(
+                labels[spec.label][rows], scored, config.bootstrap, config.bootstrap_seed + number
+            )
+            for name, auc_draws in draws.items():
+                results[name][task] = _with_interval(results[name][task], auc_draws)
     return results
+
+
+def _with_interval(result: TaskResult, draws: np.ndarray) -> TaskResult:
+    """The result with the 95% percentile interval of its AUC draws (None if undefined)."""
+    if result.auc is None or np.isnan(draws).mean() > 0.025:
+        return replace(result, auc_draws=draws)
+    lo, hi = np.nanpercentile(draws, [2.5, 97.5])
+    return replace(result, auc_lo=float(lo), auc_hi=float(hi), auc_draws=draws)
+
+
+def gap_order(names: Sequence[str]) -> list[str]:
+    """Model names in the canonical kind order (hm3, esm2, esmm, naive), then the rest."""
+    rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), list(names).index(n)))
+
+
+def paired_gaps(
+    results: Mapping[str, Mapping[str, TaskResult]],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """AUC gap of every pair of models on every task both predict, with a paired 95% interval.
+
+    Returns:
+        {"a-b": {task: {"mean", "lo", "hi"}}}, a before b in `gap_order`; "mean" is the gap on
+        the evaluated rows, lo and hi the 2.5 and 97.5 percentiles of the gap over the shared
+        bootstrap resamples. The oracle is left out. Empty without bootstrap draws.
+    """
+    names = gap_order([n for n in results if n != ORACLE])
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            for task in TASKS:
+                ra, rb = results[a].get(task), results[b].get(task)
+                if ra is None or rb is None or ra.auc is None or rb.auc is None:
+                    continue
+                if ra.auc_draws is None or rb.auc_draws is None:
+                    continue
+                diff = ra.auc_draws - rb.auc_draws
+                if np.isnan(diff).mean() > 0.025:
+                    continue
+                lo, hi = np.nanpercentile(diff, [2.5, 97.5])
+                out.setdefault(f"{a}-{b}", {})[task] = {
+                    "mean": ra.auc - rb.auc,
+                    "lo": float(lo),
+                    "hi": float(hi),
+                }
+    return out
 
 
 def headline_auc(frame: pd.DataFrame, predictions: Mapping[str, np.ndarray]) -> float | None:

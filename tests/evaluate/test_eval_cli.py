@@ -39,7 +39,8 @@ def test_cli_evaluate_with_gate(
     assert summary["gate"]["decision"] == "deploy"  # first deployment, minimum 0
     assert summary["gate"]["reasons"][1] == "no champion deployed: first deployment"
     saved = json.loads((out / "metrics.json").read_text())
-    assert list(saved) == ["hm3", "base", "oracle"]
+    assert list(saved) == ["hm3", "base", "oracle", "gaps"]
+    assert set(saved["gaps"]) == {"hm3-base"}
     assert summary["auc"]["hm3"]["cvr"] == round(saved["hm3"]["cvr"]["auc"], 4)
     assert (
         json.loads((out / "gate.json").read_text())["candidate_cvr_auc"]

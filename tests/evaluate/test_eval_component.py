@@ -53,10 +53,15 @@ def test_python_func_with_real_artifacts(
     assert reasons[0].startswith("candidate CVR AUC")
     # The champion (the naive artifact) is re-scored on the same rows.
     assert f"champion v0 {saved['naive']['cvr']['auc']:.4f}" in reasons[1]
-    assert set(saved) == {"hm3", "naive", "champion", "oracle"}
+    assert set(saved) == {"hm3", "naive", "champion", "oracle", "gaps"}
+    assert set(saved["gaps"]) == {"hm3-naive", "hm3-champion", "naive-champion"}
     scalars = out["metrics"].metadata
     assert scalars["hm3_cvr_auc"] == pytest.approx(saved["hm3"]["cvr"]["auc"], abs=1e-6)
     assert scalars["oracle_ctr_auc"] > 0.7
+    assert scalars["hm3_cvr_auc_lo"] < scalars["hm3_cvr_auc"] < scalars["hm3_cvr_auc_hi"]
+    assert scalars["gap_hm3-naive_cvr_mean"] == pytest.approx(
+        saved["gaps"]["hm3-naive"]["cvr"]["mean"], abs=1e-6
+    )
     roc = out["cvr_roc"].metadata
     assert roc["model"] == "hm3" and roc["task"] == "cvr"
     points = roc["confidenceMetrics"]

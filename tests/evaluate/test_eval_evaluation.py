@@ -124,13 +124,21 @@ def test_evaluate_models_writes_metrics_and_report(
         command="hm3 evaluate --model X",
     )
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert list(saved) == ["hm3", "base", "oracle"]
+    assert list(saved) == ["hm3", "base", "oracle", "gaps"]
+    gaps = saved.pop("gaps")
     assert set(saved["hm3"]) == {"ctr", "cvr", "ctcvr", "ct_micro", "ct_macro"}
     assert set(saved["base"]) == {"cvr"}
     for name, tasks in saved.items():
         for task, values in tasks.items():
-            assert {"auc", "gauc", "logloss", "ece"} <= set(values), (name, task)
+            assert {"auc", "auc_lo", "auc_hi", "gauc", "logloss", "ece"} <= set(values)
+            assert values["auc_lo"] < values["auc"] < values["auc_hi"], (name, task)
             assert values["logloss"] > 0 and 0 <= values["ece"] <= 1
+    # Only the task both models predict, named in the order the models were given; the oracle
+    # has no gaps.
+    assert list(gaps) == ["hm3-base"] and list(gaps["hm3-base"]) == ["cvr"]
+    gap = gaps["hm3-base"]["cvr"]
+    assert gap["mean"] == pytest.approx(saved["hm3"]["cvr"]["auc"] - saved["base"]["cvr"]["auc"])
+    assert gap["lo"] < gap["mean"] < gap["hi"]
     # The test split is the last 15% of the time range; CVR is measured on its clicks only.
     assert saved["hm3"]["ctr"]["rows"] == evaluation.data.rows
     assert saved["hm3"]["cvr"]["rows"] == evaluation.data.clicks
