@@ -289,7 +289,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "features")
     args = parser.parse_args()
 
-    from model.world.simulator import WorldConfig, simulate
+    from model.world.mechanism import WorldConfig
+    from model.world.simulator import simulate
 
     world = args.work / f"world_{args.impressions}"
     if not (world / "world.json").exists():

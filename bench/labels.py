@@ -219,7 +219,8 @@ def world_for(n: int) -> Path:
     name = f"world_{n // 1_000_000}m" if n % 1_000_000 == 0 else f"world_{n}"
     world = CACHE / name
     if not (world / "world.json").exists():
-        from model.world.simulator import WorldConfig, simulate
+        from model.world.mechanism import WorldConfig
+        from model.world.simulator import simulate
 
         simulate(WorldConfig(impressions=n, seed=0), world)
     return world

@@ -50,7 +50,8 @@ def prepare(world_dir: Path, args: argparse.Namespace) -> Path:
     from model.data.dataset import join_training_table
     from model.data.features import retrieve_world
     from model.data.labels import build_labels
-    from model.world.simulator import WorldConfig, simulate
+    from model.world.mechanism import WorldConfig
+    from model.world.simulator import simulate
 
     table = world_dir / "train.parquet"
     if table.exists():
@@ -158,7 +159,8 @@ def ceilings(world_dir: Path, table_path: Path, draws: int) -> dict:
     from model.world import ceiling
 
     integration = ceiling.Integration(draws=draws)
-    sources = [(ROOT / "model" / f).read_text() for f in ("ceiling.py", "simulator.py")]
+    world_sources = ("ceiling.py", "mechanism.py", "sampling.py")
+    sources = [(ROOT / "model" / "world" / f).read_text() for f in world_sources]
     key = json.dumps(
         [repr(integration), [repr(k) for k in ceiling.CEILINGS], *sources], sort_keys=True
     )

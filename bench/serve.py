@@ -52,7 +52,8 @@ def build_inputs(work: Path) -> tuple[Path, Path, list[dict], list[dict]]:
     from model.data.encoding import FeatureSpec
     from model.nn.nets import build_model
     from model.train.trainer import TrainConfig
-    from model.world.simulator import WorldConfig, simulate
+    from model.world.mechanism import WorldConfig
+    from model.world.simulator import simulate
 
     world = work / "world"
     if not (world / "world.json").exists():

@@ -18,7 +18,8 @@ from rich.table import Table
 
 CHILD = """
 import json, sys, time
-from model.world.simulator import WorldConfig, simulate
+from model.world.mechanism import WorldConfig
+from model.world.simulator import simulate
 n, out = int(sys.argv[1]), sys.argv[2]
 t0 = time.perf_counter()
 s = simulate(WorldConfig(impressions=n, seed=0), out)

@@ -64,7 +64,8 @@ def build_data(rows: int, path: Path, table_path: Path) -> None:
 
     from model.data import schema
     from model.data.encoding import FeatureSpec
-    from model.world.simulator import WorldConfig, simulate
+    from model.world.mechanism import WorldConfig
+    from model.world.simulator import simulate
 
     world = path.parent / "world"
     if not (world / "world.json").exists():

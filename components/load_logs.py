@@ -26,7 +26,8 @@ def load_logs(
 ):
     """Fill the `world` folder with impressions, events, users, items (and truth if simulated)."""
     from model.data.ingest import ingest_logs
-    from model.world.simulator import WorldConfig, simulate
+    from model.world.mechanism import WorldConfig
+    from model.world.simulator import simulate
 
     if source_uri:
         counts = ingest_logs(source_uri, world.path)

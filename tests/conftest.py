@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from model.world.simulator import WorldConfig, simulate
+from model.world.mechanism import WorldConfig
+from model.world.simulator import simulate
 
 
 @pytest.fixture(scope="session")

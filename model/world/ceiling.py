@@ -8,7 +8,7 @@ probability of purchase under reduced knowledge:
 
     p(buy | click, known) = E[p_click * p_buy_given_click] / E[p_click]
 
-with the expectation over the prior of the hidden latents as `model.world.simulator.latent_pair` and
+with the expectation over the prior of the hidden latents as `model.world.mechanism.latent_pair` and
 `USER_BUY_BIAS_SD` define it, and the same formulas (`click_probability`, `graph_probabilities`).
 Weighting by p_click matters because the scored rows are clicked ones, and a click is evidence
 about the hidden interest, which is correlated with purchase intent.
@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from model.data import schema
-from model.world.simulator import (
+from model.world.mechanism import (
     BUY_INTERCEPT,
     DAY_US,
     INTENT_CORRELATION,
@@ -309,7 +309,7 @@ def marginal_cvr(
 
     Args:
         cfg: The world's config (signals).
-        pop: Its population (`model.world.simulator.population(cfg)`).
+        pop: Its population (`model.world.mechanism.population(cfg)`).
         rows: The evaluated impressions.
         knowledge: What is hidden.
         integration: Accuracy settings.

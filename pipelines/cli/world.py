@@ -38,7 +38,7 @@ def simulate(
     users.parquet and items.parquet (daily feature snapshots for Feast), truth.parquet (the
     true probabilities and sampled outcomes per impression) and world.json (all parameters).
     """
-    from model.world.simulator import WorldConfig
+    from model.world.mechanism import WorldConfig
     from model.world.simulator import simulate as run_simulation
 
     try:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from tiny_logs import TinyLogs
 
-from model.world.simulator import NoiseConfig, WorldConfig, simulate
+from model.world.mechanism import NoiseConfig, WorldConfig
+from model.world.simulator import simulate
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from model.data import schema
-from model.world.simulator import NoiseConfig, WorldConfig, simulate
+from model.world.mechanism import NoiseConfig, WorldConfig
+from model.world.simulator import simulate
 from pipelines.cli import app
 
 FILES = ("impressions", "events", "users", "items", "truth")

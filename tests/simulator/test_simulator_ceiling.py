@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from model.world import ceiling
-from model.world.simulator import (
+from model.world.mechanism import (
     BUY_INTERCEPT,
     USER_BUY_BIAS_SD,
     USER_CVR_FEATURE_LIFT,
@@ -20,8 +20,8 @@ from model.world.simulator import (
     graph_probabilities,
     latent_pair,
     population,
-    simulate,
 )
+from model.world.simulator import simulate
 
 CFG = WorldConfig(impressions=4_000, seed=3, users=300, items=120, days=3)
 
