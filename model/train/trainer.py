@@ -402,7 +402,7 @@ class _Data:
 
 
 class _RunLog:
-    """Rank 0's per-epoch output: TensorBoard scalars and history.json."""
+    """Rank 0's per-epoch output: TensorBoard scalars and history.json (replaced atomically)."""
 
     def __init__(self, out: Path, enabled: bool) -> None:
         self.out = out
@@ -421,7 +421,8 @@ class _RunLog:
                 group = "validation" if key.startswith("auc_") else "train"
                 self.writer.add_scalar(f"{group}/{key}", value, record["epoch"])
         self.writer.flush()
-        (self.out / HISTORY).write_text(json.dumps(history, indent=2) + "\n")
+        # A reader (or a test polling it) never sees a half-written file.
+        storage.write_text_atomic(self.out / HISTORY, json.dumps(history, indent=2) + "\n")
 
     def close(self) -> None:
         """Close the TensorBoard writer."""
