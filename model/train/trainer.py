@@ -1,8 +1,7 @@
 """Training loop for every model kind: CPU, one GPU, or many with torchrun + DDP.
 
 Data are encoded once into tensors (`model.data.dataset.TensorData`); a batch is an index gather,
-not a
-per-row Dataset with a Python collate. Each epoch's shuffle and dropout are seeded from
+not a per-row Dataset with a Python collate. Each epoch's shuffle and dropout are seeded from
 `(seed, epoch)`, so a run is deterministic on CPU and `resume=True` after a kill continues from
 the last epoch checkpoint to the same final weights as an uninterrupted run.
 
@@ -10,6 +9,10 @@ Multi-process: launched by `torchrun` (RANK / WORLD_SIZE in the environment) or 
 already initialized process group, every rank builds the same model from the same seed, takes its
 share of each global batch (`batch_size` rows over all ranks, so the loss curve matches one
 process) and DDP averages the gradients. Rank 0 writes checkpoints and the artifact.
+
+`_train` is the epoch loop; its parts live next to it: `model.train.distributed` (process group,
+device), `model.train.checkpoint` (last.pt, resume), `model.train.early_stopping` (best score,
+patience, best weights) and, here, `_train_epoch` (one pass) and `_save` (the artifact).
 """
 
 from __future__ import annotations
@@ -17,20 +20,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import tempfile
 import time
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from model import storage
@@ -45,14 +46,16 @@ from model.nn.embedding import INTERACTIONS
 from model.nn.losses import multitask_loss
 from model.nn.nets import MODEL_KINDS, GraphNet, build_model
 from model.tasks import HEADLINE, TASKS
+from model.train.checkpoint import CHECKPOINT_DIR, checkpoint_path, load_checkpoint, save_checkpoint
+from model.train.distributed import Dist, distributed, resolve_device
+from model.train.early_stopping import EarlyStopping
 from model.train.optim import LazyAdam
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT = "last.pt"
 EARLY_STOP_TASK = HEADLINE
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -228,37 +231,6 @@ class TrainResult:
     weights_sum: float
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device_kind: str) -> _Dist:
-    if dist.is_available() and dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    backend = "nccl" if device_kind == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
-    return _Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)), owns_group=True)
-
-
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
 def make_optimizers(cfg: TrainConfig, net: GraphNet) -> list[torch.optim.Optimizer]:
     """The configured optimizer for dense parameters, plus a sparse one for a sparse table.
 
@@ -362,13 +334,100 @@ class _Bar:
             self.bar = None
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic: a kill while writing leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+class _EmbeddingL2:
+    """Mini-batch aware L2 on the embedding rows a batch uses (`TrainConfig.embedding_l2`).
+
+    Each row's penalty is weighted by 1 / (its count in the training split), so it adds up to
+    `strength * ||w||^2` per epoch however often the row occurs.
+    """
+
+    def __init__(self, strength: float, net: GraphNet, data: TensorData) -> None:
+        self.strength = strength
+        rows = (data.categorical + net.embedding.offsets.to(data.categorical.device)).flatten()
+        counts = torch.bincount(rows, minlength=net.embedding.table.num_embeddings)
+        self.inverse_counts = 1.0 / counts.clamp_min(1).float()
+
+    def objective(self, loss: torch.Tensor, net: GraphNet, cat: torch.Tensor) -> torch.Tensor:
+        """`loss` plus the penalty of the rows of a batch's categorical indices `cat`."""
+        rows = cat + net.embedding.offsets  # (B, C) table rows of this batch
+        squares = net.embedding.table(rows).float().pow(2).sum(-1)  # (B, C)
+        penalty = (squares * self.inverse_counts[rows]).sum(1).mean()
+        return loss + self.strength * penalty
+
+
+@dataclass
+class _Learner:
+    """The model being trained and what one optimizer step needs.
+
+    Attributes:
+        net: The model; its state is what is checkpointed and saved.
+        model: `net`, or DDP around it: what the forward and backward passes go through.
+        optimizers: From `make_optimizers`.
+        l2: The embedding L2 penalty, or None when off.
+        autocast: A context manager factory: bf16 autocast on CUDA, else nothing.
+        device: Where the model and the data live.
+    """
+
+    net: GraphNet
+    model: nn.Module
+    optimizers: list[torch.optim.Optimizer]
+    l2: _EmbeddingL2 | None
+    autocast: Callable[[], AbstractContextManager[Any]]
+    device: torch.device
+
+    def step(
+        self, cat: torch.Tensor, dense: torch.Tensor, labels: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """One optimizer step on a batch; returns its (unregularized) loss."""
+        with self.autocast():
+            outputs = self.model(cat, dense)
+        loss, _ = multitask_loss(outputs, labels, self.net.losses)
+        objective = loss if self.l2 is None else self.l2.objective(loss, self.net, cat)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        for optimizer in self.optimizers:
+            optimizer.step()
+        return loss
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The encoded training and validation splits and the rows of every split."""
+
+    spec: FeatureSpec
+    train: TensorData
+    validation: TensorData
+    rows: dict[str, int]
+
+
+class _RunLog:
+    """Rank 0's per-epoch output: TensorBoard scalars and history.json (replaced atomically)."""
+
+    def __init__(self, out: Path, enabled: bool) -> None:
+        self.out = out
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def write(self, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        """Log an epoch's record and rewrite the history so far."""
+        if self.writer is None:
+            return
+        for key, value in record.items():
+            if key != "epoch":
+                group = "validation" if key.startswith("auc_") else "train"
+                self.writer.add_scalar(f"{group}/{key}", value, record["epoch"])
+        self.writer.flush()
+        # A reader (or a test polling it) never sees a half-written file.
+        storage.write_text_atomic(self.out / HISTORY, json.dumps(history, indent=2) + "\n")
+
+    def close(self) -> None:
+        """Close the TensorBoard writer."""
+        if self.writer is not None:
+            self.writer.close()
 
 
 def train(
@@ -390,19 +449,13 @@ def train(
     Raises:
         ValueError: On bad data or a checkpoint of a different config.
     """
-    wanted = _resolve_device(config.device, 0)
-    ddp = _setup_distributed(wanted.type)
-    device = _resolve_device(config.device, ddp.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    out = Path(out_dir)
-    try:
-        return _train(data_path, out, config, resume, ddp, device)
-    finally:
-        if ddp.owns_group:
-            dist.destroy_process_group()
+    with distributed(resolve_device(config.device, 0).type) as ddp:
+        device = resolve_device(config.device, ddp.local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        return _train(data_path, Path(out_dir), config, resume, ddp, device)
 
 
 def _train(
@@ -410,9 +463,58 @@ def _train(
     out: Path,
     cfg: TrainConfig,
     resume: bool,
-    ddp: _Dist,
+    ddp: Dist,
     device: torch.device,
 ) -> TrainResult:
+    data = _load_data(data_path, cfg, device, ddp.world)
+    torch.manual_seed(cfg.seed)
+    net = _build_net(cfg, data.spec, ddp, device)
+    optimizers = make_optimizers(cfg, net)
+    stopper = EarlyStopping(cfg.patience, net)
+    ckpt_path = checkpoint_path(out)
+    epoch, history = 0, []
+    if resume:
+        epoch, history = load_checkpoint(ckpt_path, cfg.to_dict(), net, optimizers, stopper, device)
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+    learner = _Learner(
+        net=net,
+        model=ddp.wrap(net, device),
+        optimizers=optimizers,
+        l2=_EmbeddingL2(cfg.embedding_l2, net, data.train) if cfg.embedding_l2 > 0 else None,
+        autocast=partial(torch.autocast, "cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext,
+        device=device,
+    )
+    run_log = _RunLog(out, ddp.main)
+    bar = _Bar(cfg.progress and ddp.main)
+
+    while epoch < cfg.epochs and not stopper.should_stop:
+        epoch += 1
+        record = {"epoch": epoch, **_train_epoch(learner, data.train, epoch, cfg, ddp, bar)}
+        logits = predict_logits(net, data.validation, cfg.eval_batch_size, learner.autocast)
+        record |= validation_metrics(logits, data.validation)
+        history.append(record)
+        stopper.update(epoch, record[f"auc_{EARLY_STOP_TASK}"], net)
+        log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 5) for k, v in record.items()}))
+        if ddp.main:
+            run_log.write(record, history)
+            save_checkpoint(ckpt_path, cfg.to_dict(), net, optimizers, stopper, epoch, history)
+        ddp.barrier()
+    run_log.close()
+
+    stopper.restore(net)
+    best = next((r for r in history if r["epoch"] == stopper.best_epoch), {})
+    validation = {k: v for k, v in best.items() if k.startswith("auc_")}
+    # Every rank reports the same sum when DDP kept the replicas in sync.
+    weights_sum = float(sum(p.detach().double().sum() for p in net.parameters()))
+    version = None
+    if ddp.main:
+        version = _save(net, data, cfg, out, stopper.best_epoch, validation)
+    ddp.barrier()
+    return TrainResult(str(out), version, stopper.best_epoch, history, validation, weights_sum)
+
+
+def _load_data(data_path: str | Path, cfg: TrainConfig, device: torch.device, world: int) -> _Data:
+    """Read the table, split it by time, fit the feature spec on train, encode train and val."""
     with storage.local_file(data_path) as local:
         table = pq.read_table(local)
     kinds = feature_kinds(table.schema)
@@ -430,20 +532,16 @@ def _train(
         len(spec.categorical),
         len(spec.dense),
         device,
-        ddp.world,
+        world,
     )
+    return _Data(spec, train_data, val_data, {k: v.num_rows for k, v in parts.items()})
 
-    torch.manual_seed(cfg.seed)
-    architecture = {
-        "kind": cfg.model_kind,
-        "embedding_dim": cfg.embedding_dim,
-        "interaction": cfg.interaction,
-        "hidden": list(cfg.hidden),
-        "dropout": cfg.dropout,
-    }
+
+def _build_net(cfg: TrainConfig, spec: FeatureSpec, ddp: Dist, device: torch.device) -> GraphNet:
+    """The configured model on `device`, initialized from torch's global RNG."""
     # NCCL has no sparse all-reduce: multi-GPU DDP trains the table with dense gradients.
     sparse = cfg.sparse_embeddings and not (ddp.world > 1 and device.type == "cuda")
-    net: GraphNet = build_model(
+    return build_model(
         cfg.model_kind,
         spec,
         cfg.embedding_dim,
@@ -453,166 +551,79 @@ def _train(
         sparse_embeddings=sparse,
         interaction=cfg.interaction,
     ).to(device)
-    optimizers = make_optimizers(cfg, net)
-    state = {"epoch": 0, "best_metric": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": []}
-    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
-    ckpt_path = out / CHECKPOINT_DIR / CHECKPOINT
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt["config"] != json.dumps(cfg.to_dict(), sort_keys=True):
-            raise ValueError(f"{ckpt_path}: checkpoint was written with a different train config")
-        net.load_state_dict(ckpt["model"])
-        for optimizer, saved in zip(optimizers, ckpt["optimizers"], strict=True):
-            optimizer.load_state_dict(saved)
-        best_state = ckpt["best_model"]
-        state = json.loads(ckpt["state"])
-        log.info("resumed after epoch %d from %s", state["epoch"], ckpt_path)
-    elif resume:
-        log.info("no checkpoint at %s; starting from scratch", ckpt_path)
 
-    model: nn.Module = net
-    if ddp.world > 1:
-        model = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    use_bf16 = cfg.bf16 and device.type == "cuda"
+def _train_epoch(
+    learner: _Learner, data: TensorData, epoch: int, cfg: TrainConfig, ddp: Dist, bar: _Bar
+) -> dict[str, float]:
+    """One pass over this rank's share of the training split.
 
-    # Mini-batch aware L2: 1 / (count of each table row in the training split), so a row's
-    # penalty adds up to embedding_l2 * ||w||^2 per epoch however often the row occurs.
-    inverse_counts = None
-    if cfg.embedding_l2 > 0:
-        rows = (train_data.categorical + net.embedding.offsets.to(device)).flatten()
-        counts = torch.bincount(rows, minlength=net.embedding.table.num_embeddings)
-        inverse_counts = 1.0 / counts.clamp_min(1).float()
-
-    def autocast() -> Any:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
-
-    writer = None
-    if ddp.main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tensorboard"))
-    bar = _Bar(cfg.progress and ddp.main)
-    n = len(train_data)
+    Returns:
+        `train_loss` (mean over all ranks' rows), `samples_per_s` and `seconds`.
+    """
+    n = len(data)
     per_rank = max(cfg.batch_size // ddp.world, 1)
     global_batch = per_rank * ddp.world
     steps = n // global_batch + (1 if n % global_batch >= ddp.world else 0)
+    # Shuffle and dropout depend only on (seed, epoch): resuming replays the same epoch.
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+    order = order.to(learner.device)
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    learner.model.train()
+    loss_sum = torch.zeros((), device=learner.device, dtype=torch.float64)
+    rows_seen = 0
+    shown = 0
+    started = time.perf_counter()
+    bar.start(epoch, n)
+    for step in range(steps):
+        chunk = order[step * global_batch : (step + 1) * global_batch]
+        index = torch.tensor_split(chunk, ddp.world)[ddp.rank]
+        cat, dense, *label_values = data.batch(index)
+        labels = dict(zip(schema.LABEL_COLUMNS, label_values, strict=True))
+        loss = learner.step(cat, dense, labels)
+        loss_sum += loss.detach().double() * len(index)
+        rows_seen += len(index)
+        if bar.enabled and (step % 20 == 0 or step == steps - 1):
+            done = min((step + 1) * global_batch, n)
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            bar.update(done - shown, rate, float(loss))
+            shown = done
+    bar.stop()
+    seconds = time.perf_counter() - started
+    totals = torch.stack(
+        [loss_sum, torch.tensor(float(rows_seen), device=learner.device, dtype=torch.float64)]
+    )
+    ddp.all_reduce(totals)
+    return {
+        "train_loss": float(totals[0] / totals[1]),
+        "samples_per_s": float(totals[1]) / seconds,
+        "seconds": seconds,
+    }
 
-    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
-        epoch = state["epoch"] + 1
-        # Shuffle and dropout depend only on (seed, epoch): resuming replays the same epoch.
-        order = torch.randperm(
-            n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        )
-        order = order.to(device)
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        model.train()
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        rows_seen = 0
-        shown = 0
-        started = time.perf_counter()
-        bar.start(epoch, n)
-        for step in range(steps):
-            chunk = order[step * global_batch : (step + 1) * global_batch]
-            index = torch.tensor_split(chunk, ddp.world)[ddp.rank]
-            cat, dense, *label_values = train_data.batch(index)
-            labels = dict(zip(schema.LABEL_COLUMNS, label_values, strict=True))
-            with autocast():
-                outputs = model(cat, dense)
-            loss, _ = multitask_loss(outputs, labels, net.losses)
-            objective = loss
-            if inverse_counts is not None:
-                rows = cat + net.embedding.offsets  # (B, C) table rows of this batch
-                squares = net.embedding.table(rows).float().pow(2).sum(-1)  # (B, C)
-                penalty = (squares * inverse_counts[rows]).sum(1).mean()
-                objective = loss + cfg.embedding_l2 * penalty
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            for optimizer in optimizers:
-                optimizer.step()
-            loss_sum += loss.detach().double() * len(index)
-            rows_seen += len(index)
-            if bar.enabled and (step % 20 == 0 or step == steps - 1):
-                done = min((step + 1) * global_batch, n)
-                rate = done / max(time.perf_counter() - started, 1e-9)
-                bar.update(done - shown, rate, float(loss))
-                shown = done
-        bar.stop()
-        seconds = time.perf_counter() - started
-        totals = torch.stack(
-            [loss_sum, torch.tensor(float(rows_seen), device=device, dtype=torch.float64)]
-        )
-        if ddp.world > 1:
-            dist.all_reduce(totals)
-        train_loss = float(totals[0] / totals[1])
 
-        val_metrics = validation_metrics(
-            predict_logits(net, val_data, cfg.eval_batch_size, autocast), val_data
-        )
-        score = val_metrics[f"auc_{EARLY_STOP_TASK}"]
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "samples_per_s": float(totals[1]) / seconds,
-            "seconds": seconds,
-            **val_metrics,
-        }
-        state["history"].append(record)
-        state["epoch"] = epoch
-        if not math.isnan(score) and score > state["best_metric"]:
-            state.update(best_metric=score, best_epoch=epoch, bad_epochs=0)
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        else:
-            state["bad_epochs"] += 1
-        log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 5) for k, v in record.items()}))
-        if ddp.main:
-            for key, value in record.items():
-                if key != "epoch":
-                    group = "validation" if key.startswith("auc_") else "train"
-                    writer.add_scalar(f"{group}/{key}", value, epoch)
-            writer.flush()
-            (out / HISTORY).write_text(json.dumps(state["history"], indent=2) + "\n")
-            _save_checkpoint(
-                ckpt_path,
-                {
-                    "model": net.state_dict(),
-                    "optimizers": [o.state_dict() for o in optimizers],
-                    "best_model": best_state,
-                    "state": json.dumps(state),
-                    "config": json.dumps(cfg.to_dict(), sort_keys=True),
-                },
-            )
-        if ddp.world > 1:
-            dist.barrier()
-
-    if writer is not None:
-        writer.close()
-    best = next((r for r in state["history"] if r["epoch"] == state["best_epoch"]), {})
-    validation = {k: v for k, v in best.items() if k.startswith("auc_")}
-    net.load_state_dict(best_state)
-    # Every rank reports the same sum when DDP kept the replicas in sync.
-    weights_sum = float(sum(p.detach().double().sum() for p in net.parameters()))
-    version = None
-    if ddp.main:
-        # Checkpoints are training state, not part of the sealed artifact.
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-        version = save_artifact(
-            net,
-            spec,
-            architecture,
-            cfg.to_dict(),
-            out,
-            extra={
-                "best_epoch": state["best_epoch"],
-                "validation": validation,
-                "rows": {k: v.num_rows for k, v in parts.items()},
-            },
-        )
-    if ddp.world > 1:
-        dist.barrier()
-    return TrainResult(
-        str(out), version, state["best_epoch"], state["history"], validation, weights_sum
+def _save(
+    net: GraphNet,
+    data: _Data,
+    cfg: TrainConfig,
+    out: Path,
+    best_epoch: int,
+    validation: dict[str, float],
+) -> str:
+    """Drop the checkpoints and write the sealed artifact of the (best) model; its version."""
+    # Checkpoints are training state, not part of the sealed artifact.
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    architecture = {
+        "kind": cfg.model_kind,
+        "embedding_dim": cfg.embedding_dim,
+        "interaction": cfg.interaction,
+        "hidden": list(cfg.hidden),
+        "dropout": cfg.dropout,
+    }
+    return save_artifact(
+        net,
+        data.spec,
+        architecture,
+        cfg.to_dict(),
+        out,
+        extra={"best_epoch": best_epoch, "validation": validation, "rows": data.rows},
     )
