@@ -10,9 +10,8 @@
 Both first publish the artifact into the deployment folder, `<deploy_dir>/models/<version>/`
 (local or gs://, sealed with its manifest; see `publish_model`), serve it from there and record
 that URI: the champion outlives the pipeline run that trained it, and with a gs:// deployment
-folder the served model lives in GCS. The champion record is `model.evaluate.gate`'s registry.json
-in the
-deployment folder.
+folder the served model lives in GCS. The champion record is `model.evaluate.registry`'s
+registry.json in the deployment folder.
 """
 
 import copy
@@ -118,7 +117,7 @@ def publish_model(model_uri: str, deploy_dir: str) -> str:
 def _record_champion(
     deploy_dir: str, model_uri: str, config: dict, cvr_auc: float, data: str
 ) -> str:
-    from model.evaluate.gate import RegistryRecord, write_registry
+    from model.evaluate.registry import RegistryRecord, write_registry
 
     record = RegistryRecord(
         model_uri=model_uri,

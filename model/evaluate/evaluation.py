@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 from model import storage
 from model.data import schema
 from model.data.split import DEFAULT_SPLIT, split_by_time
-from model.evaluate.gate import GateConfig, RegistryRecord, run_gate
+from model.evaluate.gate import GateConfig, run_gate
+from model.evaluate.registry import RegistryRecord
 from model.evaluate.report import (
     LabelReport,
     plot_calibration,

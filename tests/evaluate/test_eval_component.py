@@ -11,7 +11,7 @@ from kfp import dsl, local
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from components.evaluate_model import evaluate_model
-from model.evaluate.gate import RegistryRecord, write_registry
+from model.evaluate.registry import RegistryRecord, write_registry
 
 
 def _outputs(tmp: Path) -> dict:

@@ -11,7 +11,8 @@ import pytest
 
 from model.evaluate import metrics as m
 from model.evaluate.evaluation import GateSpec, evaluate_models, parse_model_specs
-from model.evaluate.gate import GateConfig, RegistryRecord, write_registry
+from model.evaluate.gate import GateConfig
+from model.evaluate.registry import RegistryRecord, write_registry
 from model.evaluate.report import history_series
 from model.evaluate.scoring import EvalConfig, evaluate_predictions
 

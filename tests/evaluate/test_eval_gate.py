@@ -8,14 +8,12 @@ from pathlib import Path
 import pytest
 
 from model import storage
-from model.evaluate.gate import (
-    GateConfig,
+from model.evaluate.gate import GateConfig, decide, run_gate
+from model.evaluate.registry import (
     RegistryError,
     RegistryRecord,
-    decide,
     read_registry,
     registry_uri,
-    run_gate,
     write_registry,
 )
 

@@ -12,7 +12,7 @@ from kserve import V1beta1InferenceService
 
 from components.deploy_model import deploy_model
 from components.serving.deploy import DeployConfig, deploy, inference_service
-from model.evaluate.gate import read_registry
+from model.evaluate.registry import read_registry
 from model.storage import ArtifactError
 
 
