@@ -1,13 +1,10 @@
 """Model quality on the simulator: naive CVR, ESMM, ESM^2 and HM^3 on the same time split.
 
 The real path of the pipeline: simulate a world -> `model.data.labels.build_labels` (graph labels
-from
-raw events) -> `model.data.features.retrieve_world` (Feast point-in-time features, service hm3_v1)
-->
-`model.data.dataset.join_training_table` -> `model.train.trainer.train` per kind and seed -> scored
-on the
-test split by `model.evaluate.scoring.evaluate_predictions`, with the oracle (the world's true
-probabilities) on the same rows and labels.
+from raw events) -> `model.data.features.retrieve_world` (Feast point-in-time features, service
+hm3_v1) -> `model.data.training_table.join_training_table` -> `model.train.trainer.train` per kind
+and seed -> scored on the test split by `model.evaluate.scoring.evaluate_predictions`, with the
+oracle (the world's true probabilities) on the same rows and labels.
 
 The oracle knows every latent trait of the world. Information ceilings (`model.world.ceiling`)
 score,
@@ -47,9 +44,9 @@ METRICS = (("cvr", "auc"), ("ctcvr", "auc"), ("ctr", "auc"), ("cvr", "gauc"), ("
 
 
 def prepare(world_dir: Path, args: argparse.Namespace) -> Path:
-    from model.data.dataset import join_training_table
     from model.data.features import retrieve_world
     from model.data.labels import build_labels
+    from model.data.training_table import join_training_table
     from model.world.mechanism import WorldConfig
     from model.world.simulator import simulate
 

@@ -24,7 +24,7 @@ def join_training_table(labels: Input[Dataset], features: Input[Dataset], table:
     """
     import pyarrow.parquet as pq
 
-    from model.data.dataset import join_training_table as join
+    from model.data.training_table import join_training_table as join
 
     join(f"{labels.path}/labels.parquet", f"{features.path}/features.parquet", table.path)
     table.metadata["rows"] = pq.ParquetFile(table.path).metadata.num_rows

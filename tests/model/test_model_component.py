@@ -40,7 +40,7 @@ def test_join_training_table_component_keeps_kinds(training_table, tmp_path):
 
 
 def test_join_rejects_duplicate_impressions(training_table, tmp_path):
-    from model.data.dataset import join_training_table as join
+    from model.data.training_table import join_training_table as join
 
     full = pq.read_table(training_table).slice(0, 10)
     dup = pa.concat_tables([full, full.slice(0, 1)])
