@@ -153,10 +153,10 @@ def ceilings(world_dir: Path, table_path: Path, draws: int) -> dict:
     """Score the information ceilings on the test split; cached per settings and source code."""
     from model.evaluate.evaluation import load_eval_frame
     from model.evaluate.scoring import EvalConfig, evaluate_predictions
-    from model.world import ceiling
+    from model.world import ceiling, world_files
 
     integration = ceiling.Integration(draws=draws)
-    world_sources = ("ceiling.py", "mechanism.py", "sampling.py")
+    world_sources = ("ceiling.py", "world_files.py", "mechanism.py", "sampling.py")
     sources = [(ROOT / "model" / "world" / f).read_text() for f in world_sources]
     key = json.dumps(
         [repr(integration), [repr(k) for k in ceiling.CEILINGS], *sources], sort_keys=True
@@ -169,7 +169,7 @@ def ceilings(world_dir: Path, table_path: Path, draws: int) -> dict:
     frame, _ = load_eval_frame(
         str(table_path), EvalConfig(), truth_path=str(world_dir / "truth.parquet")
     )
-    probs, mismatch = ceiling.ceiling_predictions(world_dir, frame, integration=integration)
+    probs, mismatch = world_files.ceiling_predictions(world_dir, frame, integration=integration)
     if mismatch > 1e-12:
         raise RuntimeError(
             f"the rebuilt world does not reproduce {world_dir}/truth.parquet (max |diff| "

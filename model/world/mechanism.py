@@ -18,7 +18,7 @@ Per impression (sigma = logistic function, a = latent affinities, pr = log(price
 `population(cfg)` rebuilds a world's fixed users and items (latents included), so an analysis can
 recompute the truth or evaluate the same formulas with other latent inputs
 (`model/world/ceiling.py`). Sampling from them is `model/world/sampling.py`; writing a world's
-files is `model/world/simulator.py`.
+files is `model/world/simulator.py`, reading them back `model/world/world_files.py`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 (`model/world/sampling.py`) and writes `impressions.parquet`, `events.parquet`, `truth.parquet`,
 the daily feature snapshots `users.parquet` and `items.parquet`, and `world.json` (the config and
 a summary of what was written). Every file is written under a temporary name and renamed into
-place when complete. Output is byte-for-byte deterministic for a given config.
+place when complete. Output is byte-for-byte deterministic for a given config. They are read back
+by `model/world/world_files.py`.
 """
 
 from __future__ import annotations

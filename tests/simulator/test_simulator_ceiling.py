@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from model.world import ceiling
+from model.world import ceiling, world_files
 from model.world.mechanism import (
     BUY_INTERCEPT,
     USER_BUY_BIAS_SD,
@@ -40,7 +40,7 @@ def truth(world: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def rows(world: Path, truth: pd.DataFrame) -> ceiling.ImpressionRows:
-    return ceiling.impression_rows(world, truth.impression_id, CFG)
+    return world_files.impression_rows(world, truth.impression_id, CFG)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_rebuilt_population_reproduces_the_truth_exactly(
     world: Path, truth: pd.DataFrame, rows: ceiling.ImpressionRows
 ) -> None:
     pop = population(CFG)
-    cfg, _ = ceiling.load_world(world)
+    cfg, _ = world_files.load_world(world)
     assert cfg == CFG
     u, i = rows.user, rows.item
     a_int = np.einsum("nk,nk->n", pop.user_int[u], pop.item_int[i])

@@ -1,0 +1,114 @@
+"""Read a simulated world back from its files, and score the information ceilings on them.
+
+`load_world` rebuilds the config and population recorded in world.json, `impression_rows` joins
+impressions.parquet on impression ids, and `ceiling_predictions` scores the ceilings of
+`model.world.ceiling` on the clicked rows of an evaluated frame. The files are written by
+`model.world.simulator.simulate`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from model.data import schema
+from model.world.ceiling import (
+    CEILINGS,
+    ImpressionRows,
+    Integration,
+    Knowledge,
+    marginal_cvr,
+    true_cvr,
+)
+from model.world.mechanism import (
+    DAY_US,
+    SCENE_EFFECT,
+    NoiseConfig,
+    Population,
+    WorldConfig,
+    population,
+)
+
+
+def load_world(world_dir: str | Path) -> tuple[WorldConfig, Population]:
+    """The config recorded in world.json and the population it rebuilds."""
+    config = json.loads((Path(world_dir) / "world.json").read_text())["config"]
+    cfg = WorldConfig(**(config | {"noise": NoiseConfig(**config["noise"])}))
+    return cfg, population(cfg)
+
+
+def impression_rows(
+    world_dir: str | Path, impression_ids: pd.Series | np.ndarray, cfg: WorldConfig
+) -> ImpressionRows:
+    """Join impressions.parquet on impression_id, in the given order.
+
+    Raises:
+        ValueError: When an impression id is not in the world.
+    """
+    table = pq.read_table(
+        Path(world_dir) / "impressions.parquet",
+        columns=["impression_id", "user_id", "item_id", "ts", "position", "scene"],
+    )
+    index = pc.index_in(pa.array(np.asarray(impression_ids, dtype=object)), table["impression_id"])
+    if index.null_count:
+        raise ValueError(f"{index.null_count} impression ids are not in {world_dir}")
+    table = table.take(index)
+    ts = pc.cast(table["ts"], pa.int64()).to_numpy()
+    scene = pd.Categorical(table["scene"].to_numpy(zero_copy_only=False), list(schema.SCENES))
+    if (scene.codes < 0).any():
+        raise ValueError("unknown scene in impressions.parquet")
+    return ImpressionRows(
+        user=table["user_id"].to_numpy(),
+        item=table["item_id"].to_numpy(),
+        day=np.minimum((ts - cfg.start_us) // DAY_US, cfg.days - 1),
+        position=table["position"].to_numpy(),
+        scene_effect=SCENE_EFFECT[scene.codes],
+    )
+
+
+def ceiling_predictions(
+    world_dir: str | Path,
+    frame: pd.DataFrame,
+    ceilings: tuple[Knowledge, ...] = CEILINGS,
+    integration: Integration | None = None,
+) -> tuple[dict[str, np.ndarray], float]:
+    """CVR of each ceiling on the clicked rows of an evaluation frame, plus a consistency check.
+
+    CVR is scored on clicked rows only, so only those are computed; the other rows are NaN
+    (present so that the arrays align with the frame, never scored).
+
+    Args:
+        world_dir: The simulated world (world.json, impressions.parquet).
+        frame: Evaluated rows with impression_id, user_id, click and p_buy_given_click (the truth
+            join of `model.evaluate.evaluation.load_eval_frame`), and user_cvr_30d when a ceiling
+            needs it.
+        ceilings: What each ceiling hides.
+        integration: Accuracy settings.
+
+    Returns:
+        (ceiling name -> probabilities per frame row, largest |recomputed truth - truth.parquet|
+        over the clicked rows; 0.0 means the rebuilt world is the one that was simulated).
+
+    Raises:
+        ValueError: When the frame's users differ from the world's impressions.
+    """
+    cfg, pop = load_world(world_dir)
+    clicked = np.flatnonzero(frame["click"].to_numpy() == 1)
+    rows = impression_rows(world_dir, frame["impression_id"].to_numpy()[clicked], cfg)
+    if not np.array_equal(rows.user, frame["user_id"].to_numpy()[clicked]):
+        raise ValueError("evaluated rows' user_id differ from the world's impressions")
+    truth = frame["p_buy_given_click"].to_numpy()[clicked]
+    mismatch = float(np.max(np.abs(true_cvr(cfg, pop, rows) - truth), initial=0.0))
+    feature = frame["user_cvr_30d"].to_numpy()[clicked] if "user_cvr_30d" in frame else None
+    out = {}
+    for knowledge in ceilings:
+        probs = np.full(len(frame), np.nan)
+        probs[clicked] = marginal_cvr(cfg, pop, rows, knowledge, integration, feature)
+        out[knowledge.name] = probs
+    return out, mismatch
