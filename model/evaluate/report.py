@@ -222,8 +222,9 @@ def render_html(
     )
     parts.append(_table(results, names, "auc"))
     parts.append(
-        "<h3>Paired gaps</h3><p>Each model minus the next on the same bootstrap resamples: "
-        "an interval that excludes 0 is a difference beyond the test rows' sampling noise.</p>"
+        "<h3>Paired gaps</h3><p>Every pair of models, a minus b, on the same bootstrap "
+        "resamples: an interval that excludes 0 is a difference beyond the test rows' sampling "
+        "noise.</p>"
     )
     parts.append(_gaps_table(results))
     for key, title in (
