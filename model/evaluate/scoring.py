@@ -337,7 +337,7 @@ def _with_interval(result: TaskResult, draws: np.ndarray) -> TaskResult:
 def gap_order(names: Sequence[str]) -> list[str]:
     """Model names in the canonical kind order (hm3, esm2, esmm, naive), then the rest."""
     rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
-    return sorted(names, key=lambda n: (rank.get(n, len(rank)), list(names).index(n)))
+    return sorted(names, key=lambda n: rank.get(n, len(rank)))  # stable: the rest keep order
 
 
 def paired_gaps(
