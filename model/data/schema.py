@@ -105,6 +105,9 @@ TRUTH = pa.schema(
         pa.field("d_micro", pa.int8()),
         pa.field("d_macro", pa.int8()),
         pa.field("buy", pa.int8()),
+        # Counterfactual: a purchase drawn from p_buy_given_click for every impression, clicked
+        # or not, with its own random stream (the selection-bias test, metric cvr_entire).
+        pa.field("buy_if_clicked", pa.int8()),
         pa.field("noisy", pa.bool_()),
     ]
 )

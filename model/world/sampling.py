@@ -105,6 +105,9 @@ def sample_chunk(
         p_buy[0][0],
     )
     buy = click & (rng.random(n) < p_buy_realized)
+    # Its own stream, so the counterfactual never shifts the world's other draws.
+    counterfactual = np.random.default_rng([cfg.seed, 4, chunk])
+    buy_if_clicked = counterfactual.random(n) < p_buy_given_click
 
     events, noisy = _event_logs(cfg, rng, ts, user, item, click, d_micro, d_macro, buy)
     impression_ids = _ids("imp", first_index, n)
@@ -131,6 +134,7 @@ def sample_chunk(
             "d_micro": d_micro.astype(np.int8),
             "d_macro": d_macro.astype(np.int8),
             "buy": buy.astype(np.int8),
+            "buy_if_clicked": buy_if_clicked.astype(np.int8),
             "noisy": noisy,
         },
         schema=schema.TRUTH,
