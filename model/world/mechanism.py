@@ -1,50 +1,83 @@
 """The mechanism of the simulated world: its configuration, population and true probabilities.
 
 No public data set logs micro behaviors, so we generate raw app logs from a world that follows
-the behavior graph. Each user and item carries two latent vectors: an *interest* part that drives
-clicks and a *purchase-intent* part that drives micro, macro and purchase behavior. The two are
-correlated, so clicks tell a little about purchases, and micro and macro behaviors, which are far
-more frequent than purchases, tell a lot. This is the data-sparsity setting where HM^3 helps.
+HM^3's behavior graph. docs/world.md derives every number here; in short:
 
-Per impression (sigma = logistic function, a = latent affinities, pr = log(price / user spend))::
+Purchase intent is a sum of effects on things that recur in the log often enough to be learned:
 
-    p_click            = sigma(c0 + a_int + b_user(day) + 0.3 q_item - 0.03 (position - 1) + scene)
-    p(D-Micro | click) = sigma(m0 + 0.9 a_buy + 0.4 q_item + 0.2 a_int)
-    p(D-Macro | click, m) = sigma(M0 + a_buy - 0.3 pr + micro_signal * m)
-    p(buy | click, m, M)  = sigma(B0 + a_buy + b_buy_user - 0.6 pr + 0.4 q_item
-                                  + macro_signal * M + 0.5 micro_signal * m)
+    intent(u, i) = item_i + brand_b(i) + category_c(i) + age_x_category[age_u, c(i)]
+                   + gender_x_category[gender_u, c(i)] + user_u
+
+Items have Zipf popularity, so head and torso items gather hundreds of clicks while the tail
+stays sparse. The same intent drives clicks (partly), D-Micro, D-Macro and purchase; each
+behavior's *signal* s is both its loading on intent and how much it raises the odds of what
+follows, so s = 0 makes a behavior carry no information about purchase at all. Per impression
+(sigma = logistic function, pr = log(price / user spend)):
+
+    p_click               = sigma(c0 + 0.5 intent + attractive_i + b_u + drift_u(day)
+                                  - 0.03 (position - 1) + scene)
+    p(D-Micro | click)    = sigma(m0 + s_micro intent + richness_i)
+    p(D-Macro | click, m) = sigma(M0 + s_macro intent + saveable_i + 1.0 s_micro m)
+    p(buy | click, m, M)  = sigma(B0 + intent - 0.6 pr + 1.5 s_macro M + 0.5 s_micro m)
+
+attractive_i, richness_i and saveable_i are item traits that drive one behavior each and say
+nothing about purchase. The intercepts (c0, m0, M0, B0) are solved per world so that the rates
+sit at the middle of the published bands whatever the signals (`calibrate`).
 
 `click_probability` and `graph_probabilities` are these formulas as pure functions, and
-`population(cfg)` rebuilds a world's fixed users and items (latents included), so an analysis can
-recompute the truth or evaluate the same formulas with other latent inputs
-(`model/world/ceiling.py`). Sampling from them is `model/world/sampling.py`; writing a world's
-files is `model/world/simulator.py`, reading them back `model/world/world_files.py`.
+`population(cfg)` rebuilds a world's fixed users and items, latents included, so an analysis can
+recompute the truth or integrate over hidden latents (`model/world/ceiling.py`). Sampling is
+`model/world/sampling.py`; writing a world's files `model/world/simulator.py`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
 
-LATENT_DIM = 8
-LATENT_SCALE = np.float32(1 / np.sqrt(2 * np.sqrt(LATENT_DIM)))  # of every latent vector
+from model.data import schema
+
 DAY_US = 86_400_000_000
 SECOND_US = 1_000_000
 
-# Intercepts chosen so the rates land mid-range of the realistic bands
-# (CTR 2-6%, D-Micro|click 20-35%, D-Macro|click 8-15%, buy|click 1-4%) at the default signals.
-CLICK_INTERCEPT = -3.45
-MICRO_INTERCEPT = -1.35
-MACRO_INTERCEPT = -2.65
-BUY_INTERCEPT = -4.8
-INTENT_CORRELATION = 0.5  # correlation of interest and purchase intent (own parts)
-USER_BUY_BIAS_SD = 0.4  # prior of a user's purchase propensity b_buy_user
-SCENE_EFFECT = np.array([0.0, 0.4, -0.2, 0.1], dtype=np.float32)  # per schema.SCENES
-# Feature user_cvr_30d = sigma(BUY_INTERCEPT + lift + b_buy_user) * lognormal(0, noise), per day.
-USER_CVR_FEATURE_LIFT = 2.0
-USER_CVR_FEATURE_NOISE = 0.25
+# Middles of the published bands (CTR 2-6%, D-Micro|click 20-35%, D-Macro|click 8-15%,
+# buy|click 1-4%): the intercepts are solved to hit them (docs/world.md).
+TARGET_RATES = {"ctr": 0.04, "micro": 0.275, "macro": 0.115, "buy": 0.025}
+CALIBRATION_IMPRESSIONS = 100_000
+
+ZIPF_EXPONENT = 1.0  # item popularity ~ rank^-1 (Zipf's law of e-commerce catalogs)
+AGE_BUCKETS, GENDERS, CITY_TIERS = 8, 3, 5
+
+
+@dataclass(frozen=True)
+class IntentScales:
+    """Standard deviations (logit units) of the additive parts of purchase intent."""
+
+    item: float = 0.6
+    brand: float = 0.3
+    category: float = 0.3
+    age_category: float = 0.3
+    gender_category: float = 0.2
+    user: float = 0.4
+
+
+INTENT = IntentScales()
+CLICK_INTENT_LOADING = 0.5  # people click partly because they mean to buy
+ATTRACTIVENESS_SD = 0.5  # item traits that drive one behavior each, not purchase
+RICHNESS_SD = 0.5
+SAVEABILITY_SD = 0.3
+USER_CLICK_BIAS_SD = 0.5
+DRIFT_STEP_SD = 0.15  # day-to-day random walk of a user's click propensity
+POSITION_SLOPE = -0.03
+SCENE_EFFECT = np.array([0.0, 0.4, -0.2, 0.1], dtype=np.float64)  # per schema.SCENES
+SCENE_SHARES = (0.5, 0.3, 0.1, 0.1)
+DEVICE_SHARES = (0.55, 0.35, 0.10)
+# Causal lifts (log-odds) at signal 1: D-Micro -> D-Macro, D-Micro -> buy, D-Macro -> buy.
+MICRO_TO_MACRO, MICRO_TO_BUY, MACRO_TO_BUY = 1.0, 0.5, 1.5
+PRICE_ON_BUY = -0.6
 
 
 @dataclass(frozen=True)
@@ -67,16 +100,16 @@ class NoiseConfig:
 class WorldConfig:
     """Parameters of one simulated world. Every field is recorded in `world.json`."""
 
-    impressions: int = 1_000_000
+    impressions: int = 2_500_000
     seed: int = 0
-    users: int = 50_000
-    items: int = 10_000
+    users: int = 20_000
+    items: int = 2_000
     days: int = 14
     micro_signal: float = 1.0
-    macro_signal: float = 1.5
+    macro_signal: float = 1.0
     start: str = "2026-10-01"
     categories: int = 40
-    brands: int = 400
+    brands: int = 200
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
     def __post_init__(self) -> None:
@@ -102,27 +135,54 @@ class WorldConfig:
         return int(start.timestamp()) * SECOND_US
 
 
+@dataclass(frozen=True)
+class Intercepts:
+    """c0, m0, M0, B0 of the module docstring, solved by `calibrate`."""
+
+    click: float = 0.0
+    micro: float = 0.0
+    macro: float = 0.0
+    buy: float = 0.0
+
+
 @dataclass
 class Population:
     """Users and items with their latent and observable traits, fixed for the whole world."""
 
     user_weight_cdf: np.ndarray
-    user_int: np.ndarray  # (U, K) interest
-    user_buy: np.ndarray  # (U, K) purchase intent
+    user_intent: np.ndarray  # (U,) the user's own purchase propensity
     user_bias: np.ndarray  # (U,) click propensity
-    user_buy_bias: np.ndarray  # (U,)
     user_drift: np.ndarray  # (U, D) day-to-day click propensity
     user_spend: np.ndarray  # (U,) typical spend per order
-    user_static: dict[str, np.ndarray]
+    user_static: dict[str, np.ndarray]  # age_bucket, gender, city_tier, activity
     item_weight_cdf: np.ndarray
-    item_int: np.ndarray  # (I, K) category base + own part (see latent_pair)
-    item_buy: np.ndarray  # (I, K)
-    item_quality: np.ndarray  # (I,)
+    item_own_intent: np.ndarray  # (I,) the item's own part of intent
+    item_intent: np.ndarray  # (I,) own + brand + category parts
+    brand_intent: np.ndarray  # (B,)
+    category_intent: np.ndarray  # (C,)
+    item_attractiveness: np.ndarray  # (I,)
+    item_richness: np.ndarray  # (I,)
+    item_saveability: np.ndarray  # (I,)
     item_category: np.ndarray
     item_brand: np.ndarray
     item_price: np.ndarray  # (I, D) price per day, promotions included
-    category_int: np.ndarray  # (C, K) category bases of the item latents, before scaling
-    category_buy: np.ndarray  # (C, K)
+    age_category: np.ndarray  # (AGE_BUCKETS, C)
+    gender_category: np.ndarray  # (GENDERS, C)
+    intercepts: Intercepts = field(default_factory=Intercepts)
+
+    def intent(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """Purchase intent of (user, item) pairs: the sum of the module docstring."""
+        category = self.item_category[item]
+        return (
+            self.item_intent[item]
+            + self.age_category[self.user_static["age_bucket"][user], category]
+            + self.gender_category[self.user_static["gender"][user], category]
+            + self.user_intent[user]
+        )
+
+    def price_ratio(self, user: np.ndarray, item: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """log(price on the day / user spend)."""
+        return np.log(self.item_price[item, day] / self.user_spend[user])
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -130,75 +190,112 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def latent_pair(
-    rng: np.random.Generator,
-    n: int,
-    base_int: np.ndarray | float,
-    base_buy: np.ndarray | float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw n (interest, purchase intent) latent vector pairs around the given bases.
-
-    Users have base 0; items have their category's base. Per coordinate, interest =
-    LATENT_SCALE (base + e1) and intent = LATENT_SCALE (base + rho e1 + sqrt(1 - rho^2) e2) with
-    e1, e2 standard normal and rho = INTENT_CORRELATION. This is the prior of the latents, used by
-    the world and by analyses that marginalize over unknown latents.
-
-    Returns:
-        (interest, intent), each (n, LATENT_DIM).
-    """
-    k, rho, scale = LATENT_DIM, INTENT_CORRELATION, LATENT_SCALE
-    own_int = rng.standard_normal((n, k), dtype=np.float32)
-    own_buy = rng.standard_normal((n, k), dtype=np.float32)
-    interest = base_int + own_int
-    intent = base_buy + rho * own_int + np.sqrt(1 - rho**2) * own_buy
-    return interest * scale, intent * scale
+def logit(p: float) -> float:
+    """The inverse of `sigmoid`."""
+    return float(np.log(p / (1.0 - p)))
 
 
 def population(cfg: WorldConfig) -> Population:
-    """The world's fixed users and items, latents included, exactly as `simulate` builds them."""
-    return _make_population(cfg, np.random.default_rng([cfg.seed, 0]))
+    """The world's fixed users and items, latents and intercepts, exactly as `simulate` has them."""
+    pop = _make_population(cfg, np.random.default_rng([cfg.seed, 0]))
+    draws = draw_impressions(
+        cfg, pop, np.random.default_rng([cfg.seed, 5]), CALIBRATION_IMPRESSIONS
+    )
+    return replace(pop, intercepts=calibrate(cfg, pop, draws))
+
+
+def _zipf_weights(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Zipf weights rank^-ZIPF_EXPONENT, ranks shuffled over ids."""
+    return rng.permutation(np.arange(1, n + 1, dtype=np.float64) ** -ZIPF_EXPONENT)
 
 
 def _make_population(cfg: WorldConfig, rng: np.random.Generator) -> Population:
-    k, n_users, n_items, n_days = LATENT_DIM, cfg.users, cfg.items, cfg.days
-    user_int, user_buy = latent_pair(rng, n_users, 0.0, 0.0)
-    cat_int = rng.standard_normal((cfg.categories, k), dtype=np.float32)
-    cat_buy = rng.standard_normal((cfg.categories, k), dtype=np.float32)
-    cat_pop = rng.lognormal(0.0, 1.0, cfg.categories)
-    item_category = rng.choice(cfg.categories, size=n_items, p=cat_pop / cat_pop.sum())
-    item_int, item_buy = latent_pair(rng, n_items, cat_int[item_category], cat_buy[item_category])
+    n_users, n_items, n_days, n_cats = cfg.users, cfg.items, cfg.days, cfg.categories
+    cat_pop = rng.lognormal(0.0, 1.0, n_cats)
+    item_category = rng.choice(n_cats, size=n_items, p=cat_pop / cat_pop.sum()).astype(np.int64)
+    item_brand = rng.integers(0, cfg.brands, n_items).astype(np.int64)
+    item_own = rng.normal(0.0, INTENT.item, n_items)
+    brand_intent = rng.normal(0.0, INTENT.brand, cfg.brands)
+    category_intent = rng.normal(0.0, INTENT.category, n_cats)
 
-    drift_steps = rng.normal(0.0, 0.15, (n_users, n_days)).astype(np.float32)
-    cat_log_price = rng.normal(np.log(40.0), 0.8, cfg.categories)
+    drift_steps = rng.normal(0.0, DRIFT_STEP_SD, (n_users, n_days))
+    cat_log_price = rng.normal(np.log(40.0), 0.8, n_cats)
     base_price = np.exp(cat_log_price[item_category] + rng.normal(0.0, 0.4, n_items))
     promo = rng.random((n_items, n_days)) < 0.1
     item_price = np.round(base_price[:, None] * np.where(promo, 0.8, 1.0), 2)
 
     user_activity = rng.lognormal(0.0, 1.0, n_users)
-    item_popularity = rng.lognormal(0.0, 1.2, n_items)
+    item_popularity = _zipf_weights(rng, n_items)
     return Population(
         user_weight_cdf=np.cumsum(user_activity) / user_activity.sum(),
-        user_int=user_int,
-        user_buy=user_buy,
-        user_bias=rng.normal(0.0, 0.5, n_users).astype(np.float32),
-        user_buy_bias=rng.normal(0.0, USER_BUY_BIAS_SD, n_users).astype(np.float32),
+        user_intent=rng.normal(0.0, INTENT.user, n_users),
+        user_bias=rng.normal(0.0, USER_CLICK_BIAS_SD, n_users),
         user_drift=np.cumsum(drift_steps, axis=1),
         user_spend=np.exp(rng.normal(np.log(45.0), 0.6, n_users)),
         user_static={
-            "age_bucket": rng.integers(0, 8, n_users),
-            "gender": rng.integers(0, 3, n_users),
-            "city_tier": rng.integers(1, 6, n_users),
+            "age_bucket": rng.integers(0, AGE_BUCKETS, n_users),
+            "gender": rng.integers(0, GENDERS, n_users),
+            "city_tier": rng.integers(1, CITY_TIERS + 1, n_users),
             "activity": user_activity,
         },
         item_weight_cdf=np.cumsum(item_popularity) / item_popularity.sum(),
-        item_int=item_int,
-        item_buy=item_buy,
-        item_quality=rng.normal(0.0, 0.5, n_items).astype(np.float32),
-        item_category=item_category.astype(np.int64),
-        item_brand=rng.integers(0, cfg.brands, n_items),
+        item_own_intent=item_own,
+        item_intent=item_own + brand_intent[item_brand] + category_intent[item_category],
+        brand_intent=brand_intent,
+        category_intent=category_intent,
+        item_attractiveness=rng.normal(0.0, ATTRACTIVENESS_SD, n_items),
+        item_richness=rng.normal(0.0, RICHNESS_SD, n_items),
+        item_saveability=rng.normal(0.0, SAVEABILITY_SD, n_items),
+        item_category=item_category,
+        item_brand=item_brand,
         item_price=item_price,
-        category_int=cat_int,
-        category_buy=cat_buy,
+        age_category=rng.normal(0.0, INTENT.age_category, (AGE_BUCKETS, n_cats)),
+        gender_category=rng.normal(0.0, INTENT.gender_category, (GENDERS, n_cats)),
+    )
+
+
+def _draw(cdf: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    idx = np.searchsorted(cdf, rng.random(n), side="right")
+    return np.minimum(idx, len(cdf) - 1)
+
+
+@dataclass(frozen=True)
+class ImpressionDraws:
+    """Who saw what, where and when: the inputs of the probabilities, one value per impression."""
+
+    user: np.ndarray
+    item: np.ndarray
+    day: np.ndarray
+    position: np.ndarray
+    scene: np.ndarray  # index into schema.SCENES
+    device: np.ndarray  # index into schema.DEVICES
+
+
+def draw_impressions(
+    cfg: WorldConfig,
+    pop: Population,
+    rng: np.random.Generator,
+    n: int,
+    day: np.ndarray | None = None,
+) -> ImpressionDraws:
+    """Draw impressions: users by activity, items by popularity (Zipf), position, scene, device.
+
+    Args:
+        cfg: The world (days).
+        pop: Its population (the popularity weights).
+        rng: Random stream.
+        n: How many.
+        day: Each impression's day; uniform over the world's days when None.
+    """
+    if day is None:
+        day = rng.integers(0, cfg.days, n)
+    return ImpressionDraws(
+        user=_draw(pop.user_weight_cdf, rng, n),
+        item=_draw(pop.item_weight_cdf, rng, n),
+        day=day,
+        position=np.minimum(rng.geometric(0.12, n), 50).astype(np.int32),
+        scene=rng.choice(len(schema.SCENES), size=n, p=SCENE_SHARES),
+        device=rng.choice(len(schema.DEVICES), size=n, p=DEVICE_SHARES),
     )
 
 
@@ -222,32 +319,33 @@ class GraphProbabilities:
 
 
 def click_probability(
-    a_int: np.ndarray,
+    intercepts: Intercepts,
+    intent: np.ndarray,
+    attractiveness: np.ndarray,
     user_bias: np.ndarray,
     user_drift: np.ndarray,
-    quality: np.ndarray,
     position: np.ndarray,
     scene_effect: np.ndarray,
 ) -> np.ndarray:
     """p_click of the module docstring, per impression (arrays broadcast together)."""
     logit_click = (
-        CLICK_INTERCEPT
-        + a_int
+        intercepts.click
+        + CLICK_INTENT_LOADING * intent
+        + attractiveness
         + user_bias
         + user_drift
-        + 0.3 * quality
-        - 0.03 * (position - 1)
+        + POSITION_SLOPE * (position - 1)
         + scene_effect
     )
     return sigmoid(logit_click)
 
 
 def graph_probabilities(
-    a_int: np.ndarray,
-    a_buy: np.ndarray,
-    quality: np.ndarray,
+    intercepts: Intercepts,
+    intent: np.ndarray,
     price_ratio: np.ndarray,
-    user_buy_bias: np.ndarray,
+    richness: np.ndarray,
+    saveability: np.ndarray,
     micro_signal: float,
     macro_signal: float,
 ) -> GraphProbabilities:
@@ -256,22 +354,22 @@ def graph_probabilities(
     Pure: the same formulas the world samples from, so analyses can feed other latents.
 
     Args:
-        a_int: Interest affinity, user interest . item interest.
-        a_buy: Purchase-intent affinity, user intent . item intent.
-        quality: Item quality q_item.
+        intercepts: The world's solved intercepts.
+        intent: Purchase intent of the (user, item) pair.
         price_ratio: log(price on the day / user spend).
-        user_buy_bias: The user's purchase propensity b_buy_user.
+        richness: The item's micro-only trait.
+        saveability: The item's macro-only trait.
         micro_signal: WorldConfig.micro_signal.
         macro_signal: WorldConfig.macro_signal.
     """
-    p_micro = sigmoid(MICRO_INTERCEPT + 0.9 * a_buy + 0.4 * quality + 0.2 * a_int)
-    logit_macro = MACRO_INTERCEPT + a_buy - 0.3 * price_ratio
-    p_macro = (sigmoid(logit_macro), sigmoid(logit_macro + micro_signal))
-    logit_buy = BUY_INTERCEPT + a_buy + user_buy_bias - 0.6 * price_ratio + 0.4 * quality
-    micro_lift = 0.5 * micro_signal
+    p_micro = sigmoid(intercepts.micro + micro_signal * intent + richness)
+    logit_macro = intercepts.macro + macro_signal * intent + saveability
+    p_macro = (sigmoid(logit_macro), sigmoid(logit_macro + MICRO_TO_MACRO * micro_signal))
+    logit_buy = intercepts.buy + intent + PRICE_ON_BUY * price_ratio
+    micro_lift, macro_lift = MICRO_TO_BUY * micro_signal, MACRO_TO_BUY * macro_signal
     p_buy = (
-        (sigmoid(logit_buy), sigmoid(logit_buy + macro_signal)),
-        (sigmoid(logit_buy + micro_lift), sigmoid(logit_buy + macro_signal + micro_lift)),
+        (sigmoid(logit_buy), sigmoid(logit_buy + macro_lift)),
+        (sigmoid(logit_buy + micro_lift), sigmoid(logit_buy + macro_lift + micro_lift)),
     )
     p_macro_given_click = (1 - p_micro) * p_macro[0] + p_micro * p_macro[1]
     p_buy_given_click = sum(
@@ -288,3 +386,105 @@ def graph_probabilities(
         p_macro_given_click=p_macro_given_click,
         p_buy_given_click=p_buy_given_click,
     )
+
+
+def impression_probabilities(
+    cfg: WorldConfig, pop: Population, draws: ImpressionDraws
+) -> tuple[np.ndarray, GraphProbabilities]:
+    """(p_click, graph) of drawn impressions with the population's intercepts."""
+    user, item = draws.user, draws.item
+    intent = pop.intent(user, item)
+    p_click = click_probability(
+        pop.intercepts,
+        intent,
+        pop.item_attractiveness[item],
+        pop.user_bias[user],
+        pop.user_drift[user, draws.day],
+        draws.position,
+        SCENE_EFFECT[draws.scene],
+    )
+    graph = graph_probabilities(
+        pop.intercepts,
+        intent,
+        pop.price_ratio(user, item, draws.day),
+        pop.item_richness[item],
+        pop.item_saveability[item],
+        cfg.micro_signal,
+        cfg.macro_signal,
+    )
+    return p_click, graph
+
+
+def _solve(rate: Callable[[float], float], target: float) -> float:
+    """The intercept at which the increasing function `rate` equals `target` (bisection)."""
+    lo, hi = -20.0, 20.0
+    for _ in range(45):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if rate(mid) < target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def calibrate(cfg: WorldConfig, pop: Population, draws: ImpressionDraws) -> Intercepts:
+    """Intercepts that put the world's expected rates at TARGET_RATES, whatever the signals.
+
+    Solved in graph order on a fixed sample of impressions: CTR over impressions, then each
+    click-conditional rate over the sample weighted by p_click (the clicked population).
+    """
+    user, item = draws.user, draws.item
+    intent = pop.intent(user, item)
+    logit_click = np.log(
+        click_probability(
+            Intercepts(),
+            intent,
+            pop.item_attractiveness[item],
+            pop.user_bias[user],
+            pop.user_drift[user, draws.day],
+            draws.position,
+            SCENE_EFFECT[draws.scene],
+        )
+    )
+    logit_click -= np.log1p(-np.exp(logit_click))
+    c0 = _solve(lambda c: float(sigmoid(logit_click + c).mean()), TARGET_RATES["ctr"])
+    weight = sigmoid(logit_click + c0)
+    weight = weight / weight.sum()
+    inputs = (intent, pop.price_ratio(user, item, draws.day))
+    traits = (pop.item_richness[item], pop.item_saveability[item])
+    signals = (cfg.micro_signal, cfg.macro_signal)
+
+    def clicked_rate(name: str, fixed: Intercepts) -> Callable[[float], float]:
+        def rate(value: float) -> float:
+            graph = graph_probabilities(replace(fixed, **{name: value}), *inputs, *traits, *signals)
+            p = {"micro": graph.p_micro, "macro": graph.p_macro_given_click}.get(name)
+            return float(weight @ (graph.p_buy_given_click if p is None else p))
+
+        return rate
+
+    found = Intercepts(click=c0)
+    for name in ("micro", "macro", "buy"):
+        found = replace(found, **{name: _solve(clicked_rate(name, found), TARGET_RATES[name])})
+    return found
+
+
+def mechanism_record(pop: Population) -> dict:
+    """The mechanism's constants and the world's solved intercepts, for world.json."""
+    return {
+        "target_rates": TARGET_RATES,
+        "intercepts": asdict(pop.intercepts),
+        "intent_sd": asdict(INTENT),
+        "zipf_exponent": ZIPF_EXPONENT,
+        "click_intent_loading": CLICK_INTENT_LOADING,
+        "attractiveness_sd": ATTRACTIVENESS_SD,
+        "richness_sd": RICHNESS_SD,
+        "saveability_sd": SAVEABILITY_SD,
+        "user_click_bias_sd": USER_CLICK_BIAS_SD,
+        "drift_step_sd": DRIFT_STEP_SD,
+        "position_slope": POSITION_SLOPE,
+        "scene_effect": SCENE_EFFECT.tolist(),
+        "causal_lifts": {
+            "micro_to_macro": MICRO_TO_MACRO,
+            "micro_to_buy": MICRO_TO_BUY,
+            "macro_to_buy": MACRO_TO_BUY,
+        },
+        "price_on_buy": PRICE_ON_BUY,
+        "calibration_impressions": CALIBRATION_IMPRESSIONS,
+    }

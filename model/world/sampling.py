@@ -6,8 +6,8 @@ Pure: a world's mechanism (`model/world/mechanism.py`) and a random generator in
 The truth table holds p_click and the three click-conditional probabilities marginalized over
 the intermediate nodes (e.g. p_buy_given_click sums over m and M); these are the oracle scores.
 
-The daily user and item feature snapshots are noisy views of some traits (user_cvr_30d of
-b_buy_user, item_cvr_30d of q_item, user_avg_spend of the spend); the latent vectors never appear.
+The daily user and item feature snapshots are what a feature job computes from traffic counts
+(see `feature_tables`): noisy views of the users' and items' own latents; no latent appears.
 
 Logs are damaged on purpose, as real logs are: duplicated events, clicks that were never logged
 (so their purchases have no click), purchases long after the attribution window, device clocks
@@ -24,24 +24,19 @@ import pyarrow.compute as pc
 
 from model.data import schema
 from model.world.mechanism import (
-    BUY_INTERCEPT,
-    CLICK_INTERCEPT,
+    CLICK_INTENT_LOADING,
     DAY_US,
-    SCENE_EFFECT,
     SECOND_US,
-    USER_CVR_FEATURE_LIFT,
-    USER_CVR_FEATURE_NOISE,
+    TARGET_RATES,
     Population,
     WorldConfig,
-    click_probability,
-    graph_probabilities,
+    draw_impressions,
+    impression_probabilities,
+    logit,
     sigmoid,
 )
 
-
-def _draw(cdf: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
-    idx = np.searchsorted(cdf, rng.random(n), side="right")
-    return np.minimum(idx, len(cdf) - 1)
+HISTORY_DAYS = 30  # days of traffic before the world that the first snapshots summarize
 
 
 def _ids(prefix: str, start: int, n: int, width: int = 10) -> pa.Array:
@@ -69,30 +64,9 @@ def sample_chunk(
     rng = np.random.default_rng([cfg.seed, 1, chunk])
     ts = np.sort(rng.integers(t0, t1, n))
     day = np.minimum((ts - cfg.start_us) // DAY_US, cfg.days - 1)
-    user = _draw(pop.user_weight_cdf, rng, n)
-    item = _draw(pop.item_weight_cdf, rng, n)
-    position = np.minimum(rng.geometric(0.12, n), 50).astype(np.int32)
-    scene = rng.choice(len(schema.SCENES), size=n, p=[0.5, 0.3, 0.1, 0.1])
-    device = rng.choice(len(schema.DEVICES), size=n, p=[0.55, 0.35, 0.10])
-    scene_effect = SCENE_EFFECT[scene]
-
-    a_int = np.einsum("nk,nk->n", pop.user_int[user], pop.item_int[item])
-    a_buy = np.einsum("nk,nk->n", pop.user_buy[user], pop.item_buy[item])
-    quality = pop.item_quality[item]
-    price_ratio = np.log(pop.item_price[item, day] / pop.user_spend[user])
-
-    p_click = click_probability(
-        a_int, pop.user_bias[user], pop.user_drift[user, day], quality, position, scene_effect
-    )
-    graph = graph_probabilities(
-        a_int,
-        a_buy,
-        quality,
-        price_ratio,
-        pop.user_buy_bias[user],
-        cfg.micro_signal,
-        cfg.macro_signal,
-    )
+    draws = draw_impressions(cfg, pop, rng, n, day=day)
+    user, item, position = draws.user, draws.item, draws.position
+    p_click, graph = impression_probabilities(cfg, pop, draws)
     p_micro, p_macro, p_buy = graph.p_micro, graph.p_macro, graph.p_buy
     p_macro_given_click, p_buy_given_click = graph.p_macro_given_click, graph.p_buy_given_click
 
@@ -118,8 +92,8 @@ def sample_chunk(
             "item_id": pa.array(item.astype(np.int64)),
             "ts": _timestamps(ts),
             "position": pa.array(position),
-            "scene": pa.array(np.array(schema.SCENES, dtype=object)[scene], pa.string()),
-            "device": pa.array(np.array(schema.DEVICES, dtype=object)[device], pa.string()),
+            "scene": pa.array(np.array(schema.SCENES, dtype=object)[draws.scene], pa.string()),
+            "device": pa.array(np.array(schema.DEVICES, dtype=object)[draws.device], pa.string()),
         },
         schema=schema.IMPRESSIONS,
     )
@@ -253,28 +227,61 @@ def with_event_ids(events: pa.Table, first: int, rng: np.random.Generator, rate:
     return events.cast(schema.EVENTS)
 
 
+def _window_sums(daily: np.ndarray, window: int, n_days: int) -> np.ndarray:
+    """Sums over the `window` days before each snapshot day; daily starts HISTORY_DAYS early."""
+    cum = np.concatenate([np.zeros((len(daily), 1), daily.dtype), np.cumsum(daily, axis=1)], 1)
+    ends = HISTORY_DAYS + np.arange(n_days)
+    return cum[:, ends] - cum[:, ends - window]
+
+
+def _history(
+    rng: np.random.Generator, daily_impressions: np.ndarray, p_click: np.ndarray, p_buy: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Daily impression, click and purchase counts per entity over the history and the world.
+
+    Args:
+        rng: Random stream.
+        daily_impressions: Expected impressions per day, per entity.
+        p_click: The entity's click rate per history day, (entities, days).
+        p_buy: Its purchase rate per click, broadcastable to p_click.
+    """
+    shape = p_click.shape
+    impressions = rng.poisson(np.broadcast_to(daily_impressions[:, None], shape))
+    clicks = rng.binomial(impressions, p_click)
+    buys = rng.binomial(clicks, np.broadcast_to(p_buy, shape))
+    return impressions, clicks, buys
+
+
+def _rate(events: np.ndarray, trials: np.ndarray, prior_trials: float, prior_rate: float):
+    """A shrunk rate estimate: (events + prior_trials prior_rate) / (trials + prior_trials)."""
+    return ((events + prior_trials * prior_rate) / (trials + prior_trials)).round(5)
+
+
 def feature_tables(
     cfg: WorldConfig, pop: Population, rng: np.random.Generator
 ) -> tuple[pa.Table, pa.Table]:
-    """Daily snapshots (00:00 UTC) of user and item features as known at that time."""
+    """Daily snapshots (00:00 UTC) of user and item features as a feature pipeline computes them.
+
+    The rate features are counts, as a real feature job has them: impressions, clicks and
+    purchases of HISTORY_DAYS days before the world and of the world's own days, at each entity's
+    main effects (the band rate shifted by the user's or item's own latents), then shrunk towards
+    the band rate. Head items' rates are precise, tail items' and light users' are mostly prior:
+    the features are noisy, partial views of the latents (docs/world.md).
+    """
     n_users, n_items, n_days = cfg.users, cfg.items, cfg.days
     days = np.arange(n_days)
     snap_ts = cfg.start_us + days * DAY_US
+    per_day = cfg.impressions / cfg.days
+    ctr0, cvr0 = logit(TARGET_RATES["ctr"]), logit(TARGET_RATES["buy"])
+    history_day = np.clip(np.arange(-HISTORY_DAYS, n_days), 0, n_days - 1)
 
-    def noisy_rate(p: np.ndarray, rel: float) -> np.ndarray:
-        return np.clip(p * rng.lognormal(0.0, rel, p.shape), 0.0, 1.0).round(5)
-
-    user_ctr = noisy_rate(
-        sigmoid(CLICK_INTERCEPT + 0.5 + pop.user_bias[:, None] + pop.user_drift), 0.15
-    )
-    user_cvr = noisy_rate(
-        sigmoid(
-            BUY_INTERCEPT
-            + USER_CVR_FEATURE_LIFT
-            + pop.user_buy_bias[:, None]
-            + np.zeros((1, n_days))
-        ),
-        USER_CVR_FEATURE_NOISE,
+    user_share = np.diff(pop.user_weight_cdf, prepend=0.0)
+    user_click = sigmoid(ctr0 + pop.user_bias[:, None] + pop.user_drift[:, history_day])
+    user_buy = sigmoid(cvr0 + pop.user_intent)[:, None]
+    imps, clicks, buys = _history(rng, per_day * user_share, user_click, user_buy)
+    user_ctr = _rate(_window_sums(clicks, 7, n_days), _window_sums(imps, 7, n_days), 100, 0.04)
+    user_cvr = _rate(
+        _window_sums(buys, 30, n_days), _window_sums(clicks, 30, n_days), 40, TARGET_RATES["buy"]
     )
     spend = (pop.user_spend[:, None] * rng.lognormal(0.0, 0.05, (n_users, n_days))).round(2)
     activity = pop.user_static["activity"]
@@ -299,16 +306,15 @@ def feature_tables(
         schema=schema.USERS,
     )
 
-    item_ctr = noisy_rate(
-        sigmoid(CLICK_INTERCEPT + 0.5 + 0.3 * pop.item_quality[:, None] + np.zeros((1, n_days))),
-        0.15,
-    )
-    item_cvr = noisy_rate(
-        sigmoid(BUY_INTERCEPT + 2.0 + 0.4 * pop.item_quality[:, None] + np.zeros((1, n_days))),
-        0.25,
-    )
-    popularity = np.diff(pop.item_weight_cdf, prepend=0.0)
-    sales = rng.poisson(popularity[:, None] * cfg.impressions * 0.002 + np.zeros((1, n_days)))
+    item_share = np.diff(pop.item_weight_cdf, prepend=0.0)
+    item_click = sigmoid(ctr0 + pop.item_attractiveness + CLICK_INTENT_LOADING * pop.item_intent)[
+        :, None
+    ] * np.ones((1, len(history_day)))
+    item_buy = sigmoid(cvr0 + pop.item_intent)[:, None]
+    imps, clicks, buys = _history(rng, per_day * item_share, item_click, item_buy)
+    item_ctr = _rate(_window_sums(clicks, 7, n_days), _window_sums(imps, 7, n_days), 100, 0.04)
+    buys_30d = _window_sums(buys, 30, n_days)
+    item_cvr = _rate(buys_30d, _window_sums(clicks, 30, n_days), 40, TARGET_RATES["buy"])
     items = pa.table(
         {
             "item_id": np.repeat(np.arange(n_items, dtype=np.int64), n_days),
@@ -318,7 +324,7 @@ def feature_tables(
             "price": pop.item_price.ravel(),
             "item_ctr_7d": item_ctr.ravel(),
             "item_cvr_30d": item_cvr.ravel(),
-            "item_sales_30d": sales.ravel().astype(np.int64),
+            "item_sales_30d": buys_30d.ravel().astype(np.int64),
         },
         schema=schema.ITEMS,
     )

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from model.data import schema
-from model.world.mechanism import DAY_US, WorldConfig, population
+from model.world.mechanism import DAY_US, WorldConfig, mechanism_record, population
 from model.world.sampling import feature_tables, sample_chunk, with_event_ids
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,11 @@ def simulate(cfg: WorldConfig, out_dir: str | Path, progress: bool = False) -> S
         buys=counts["buy"],
         noisy_impressions=counts["noisy"],
     )
-    world = {"config": asdict(cfg), "summary": asdict(summary) | {"rates": summary.rates()}}
+    world = {
+        "config": asdict(cfg),
+        "mechanism": mechanism_record(pop),
+        "summary": asdict(summary) | {"rates": summary.rates()},
+    }
     world["summary"].pop("out_dir")
     tmp = out / ".world.json.tmp"
     tmp.write_text(json.dumps(world, indent=2, sort_keys=True) + "\n")

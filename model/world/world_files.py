@@ -18,17 +18,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from model.data import schema
-from model.world.ceiling import (
-    CEILINGS,
-    ImpressionRows,
-    Integration,
-    Knowledge,
-    marginal_cvr,
-    true_cvr,
-)
+from model.world.ceiling import CEILINGS, Integration, Knowledge, marginal_cvr, true_cvr
 from model.world.mechanism import (
     DAY_US,
-    SCENE_EFFECT,
+    ImpressionDraws,
     NoiseConfig,
     Population,
     WorldConfig,
@@ -45,7 +38,7 @@ def load_world(world_dir: str | Path) -> tuple[WorldConfig, Population]:
 
 def impression_rows(
     world_dir: str | Path, impression_ids: pd.Series | np.ndarray, cfg: WorldConfig
-) -> ImpressionRows:
+) -> ImpressionDraws:
     """Join impressions.parquet on impression_id, in the given order.
 
     Raises:
@@ -53,22 +46,26 @@ def impression_rows(
     """
     table = pq.read_table(
         Path(world_dir) / "impressions.parquet",
-        columns=["impression_id", "user_id", "item_id", "ts", "position", "scene"],
+        columns=["impression_id", "user_id", "item_id", "ts", "position", "scene", "device"],
     )
     index = pc.index_in(pa.array(np.asarray(impression_ids, dtype=object)), table["impression_id"])
     if index.null_count:
         raise ValueError(f"{index.null_count} impression ids are not in {world_dir}")
     table = table.take(index)
     ts = pc.cast(table["ts"], pa.int64()).to_numpy()
-    scene = pd.Categorical(table["scene"].to_numpy(zero_copy_only=False), list(schema.SCENES))
-    if (scene.codes < 0).any():
-        raise ValueError("unknown scene in impressions.parquet")
-    return ImpressionRows(
+    codes = {}
+    for column, vocabulary in (("scene", schema.SCENES), ("device", schema.DEVICES)):
+        values = table[column].to_numpy(zero_copy_only=False)
+        codes[column] = pd.Categorical(values, list(vocabulary)).codes
+        if (codes[column] < 0).any():
+            raise ValueError(f"unknown {column} in impressions.parquet")
+    return ImpressionDraws(
         user=table["user_id"].to_numpy(),
         item=table["item_id"].to_numpy(),
         day=np.minimum((ts - cfg.start_us) // DAY_US, cfg.days - 1),
         position=table["position"].to_numpy(),
-        scene_effect=SCENE_EFFECT[scene.codes],
+        scene=codes["scene"],
+        device=codes["device"],
     )
 
 
@@ -86,8 +83,7 @@ def ceiling_predictions(
     Args:
         world_dir: The simulated world (world.json, impressions.parquet).
         frame: Evaluated rows with impression_id, user_id, click and p_buy_given_click (the truth
-            join of `model.evaluate.evaluation.load_eval_frame`), and user_cvr_30d when a ceiling
-            needs it.
+            join of `model.evaluate.evaluation.load_eval_frame`).
         ceilings: What each ceiling hides.
         integration: Accuracy settings.
 
@@ -105,10 +101,9 @@ def ceiling_predictions(
         raise ValueError("evaluated rows' user_id differ from the world's impressions")
     truth = frame["p_buy_given_click"].to_numpy()[clicked]
     mismatch = float(np.max(np.abs(true_cvr(cfg, pop, rows) - truth), initial=0.0))
-    feature = frame["user_cvr_30d"].to_numpy()[clicked] if "user_cvr_30d" in frame else None
     out = {}
     for knowledge in ceilings:
         probs = np.full(len(frame), np.nan)
-        probs[clicked] = marginal_cvr(cfg, pop, rows, knowledge, integration, feature)
+        probs[clicked] = marginal_cvr(cfg, pop, rows, knowledge, integration)
         out[knowledge.name] = probs
     return out, mismatch
