@@ -26,8 +26,8 @@ class LocalRunConfig:
     impressions: int = 200_000
     seed: int = 0
     micro_signal: float = 1.0
-    users: int = 20_000
-    items: int = 4_000
+    users: int = 2_000
+    items: int = 250
     epochs: int = 2
     min_cvr_auc: float = 0.55
     train_overrides: dict[str, object] = field(default_factory=dict)

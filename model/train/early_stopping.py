@@ -16,8 +16,9 @@ def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
 class EarlyStopping:
     """Track the best validation score; stop after `patience` epochs without a better one.
 
-    A NaN score (a validation split too small to judge) never counts as better. Until an epoch
-    improves, the best state is the module's state at construction.
+    A NaN score (a validation split too small to judge, e.g. without a purchase) never beats a
+    real score; until a real score arrives, each NaN epoch replaces the last as the best, so a
+    split that cannot judge yields the most-trained weights, never the untrained ones.
 
     Attributes:
         patience: Epochs without a better score after which to stop.
@@ -41,8 +42,10 @@ class EarlyStopping:
 
     def update(self, epoch: int, score: float, module: nn.Module) -> bool:
         """Record an epoch's score; on a new best, snapshot `module`. Returns whether it was."""
-        if not math.isnan(score) and score > self.best_score:
-            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
+        unjudged = math.isnan(score) and self.best_score == -math.inf
+        if unjudged or score > self.best_score:
+            self.best_score = -math.inf if unjudged else score
+            self.best_epoch, self.bad_epochs = epoch, 0
             self.best_state = _snapshot(module)
             return True
         self.bad_epochs += 1

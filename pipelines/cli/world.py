@@ -18,17 +18,25 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Output folder for the Parquet tables and world.json.")],
     impressions: Annotated[
         int, typer.Option(help="Number of impressions to generate.")
-    ] = 1_000_000,
+    ] = 2_500_000,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
-    users: Annotated[int, typer.Option(help="Number of users.")] = 50_000,
-    items: Annotated[int, typer.Option(help="Number of items.")] = 10_000,
+    users: Annotated[int, typer.Option(help="Number of users.")] = 20_000,
+    items: Annotated[int, typer.Option(help="Number of items (Zipf popularity).")] = 2_000,
     days: Annotated[int, typer.Option(help="Days of logs (feature snapshots are daily).")] = 14,
     micro_signal: Annotated[
-        float, typer.Option(help="How much D-Micro raises macro and purchase odds (0 = none).")
+        float,
+        typer.Option(
+            help="How much D-Micro reveals purchase intent and raises the odds of macro and "
+            "purchase (0 = D-Micro carries no purchase information; docs/world.md)."
+        ),
     ] = 1.0,
     macro_signal: Annotated[
-        float, typer.Option(help="How much D-Macro raises purchase odds (0 = none).")
-    ] = 1.5,
+        float,
+        typer.Option(
+            help="How much D-Macro reveals purchase intent and raises purchase odds "
+            "(0 = none; docs/world.md)."
+        ),
+    ] = 1.0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Generate raw e-commerce logs from a world with known conversion probabilities.

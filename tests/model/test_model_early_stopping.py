@@ -40,16 +40,23 @@ def test_an_improvement_resets_the_patience():
     assert (stopper.best_epoch, stopper.bad_epochs) == (3, 2)
 
 
-def test_nan_never_improves_and_without_a_best_the_initial_state_is_kept():
+def test_nan_keeps_the_latest_epoch_until_a_real_score_and_never_beats_one():
     net = nn.Linear(2, 1)
-    initial = {k: v.clone() for k, v in net.state_dict().items()}
     stopper = EarlyStopping(1, net)
+    for epoch, value in ((1, 9.0), (2, 8.0)):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        assert stopper.update(epoch, math.nan, net) is True
+    assert stopper.best_epoch == 2 and not stopper.should_stop
     with torch.no_grad():
-        net.weight.fill_(9.0)
-    assert stopper.update(1, math.nan, net) is False
-    assert stopper.should_stop and stopper.best_epoch == 0 and stopper.best_score == -math.inf
+        net.weight.fill_(7.0)
+    assert stopper.update(3, 0.6, net) is True
+    with torch.no_grad():
+        net.weight.fill_(6.0)
+    assert stopper.update(4, math.nan, net) is False
+    assert stopper.should_stop and stopper.best_epoch == 3
     stopper.restore(net)
-    assert all(torch.equal(net.state_dict()[k], v) for k, v in initial.items())
+    assert torch.equal(net.weight, torch.full((1, 2), 7.0))
 
 
 def test_counters_and_best_state_round_trip_into_a_fresh_stopper():
