@@ -139,7 +139,8 @@ def test_resume_after_kill_gives_the_same_final_model(tiny_table, tmp_path):
     straight = train(tiny_table, tmp_path / "straight", cfg)
     assert len(resumed.history) == len(straight.history) == 8
     assert resumed.history[-1]["train_loss"] == straight.history[-1]["train_loss"]
-    assert resumed.validation == straight.validation
+    # json: the tiny table may have no validation purchase, and NaN != NaN in a plain ==.
+    assert json.dumps(resumed.validation) == json.dumps(straight.validation)
     wa = load_file(str(killed / "model.safetensors"))
     wb = load_file(str(tmp_path / "straight" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
