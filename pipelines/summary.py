@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from model.evaluate.scoring import CHAMPION, GAPS, MIN_GAUC_USERS, ORACLE
-from model.tasks import HEADLINE, TASKS
+from model.tasks import HEADLINE, OUTPUTS
 from pipelines.local_run import LocalRunResult
 
-# The headline first, then the registry order.
-COLUMNS = (HEADLINE, *(t for t in TASKS if t != HEADLINE))
+# The headline first, then the registry order of the model outputs.
+COLUMNS = (HEADLINE, *(t for t in OUTPUTS if t != HEADLINE))
 
 
 def print_summary(result: LocalRunResult) -> None:

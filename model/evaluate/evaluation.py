@@ -49,7 +49,7 @@ from model.evaluate.scoring import (
     evaluate_predictions,
     headline_auc,
 )
-from model.tasks import TASKS
+from model.tasks import OUTPUTS
 
 if TYPE_CHECKING:
     from model.artifact import TrainedModel
@@ -164,7 +164,7 @@ def parse_model_specs(specs: Sequence[str]) -> list[tuple[str | None, str]]:
 
 def _predict(model: Any, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     out = model.predict(frame)
-    return {task: np.asarray(v, dtype=np.float64) for task, v in out.items() if task in TASKS}
+    return {task: np.asarray(v, dtype=np.float64) for task, v in out.items() if task in OUTPUTS}
 
 
 def _read_history(path: str) -> Any | None:

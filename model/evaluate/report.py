@@ -26,7 +26,7 @@ from model.evaluate.scoring import (
     TaskResult,
     paired_gaps,
 )
-from model.tasks import HEADLINE, TASKS
+from model.tasks import HEADLINE, OUTPUTS, TASKS
 
 
 def _model_names(results: Mapping[str, Mapping[str, TaskResult]]) -> list[str]:
@@ -50,12 +50,12 @@ def _png(fig: Any) -> bytes:
 
 
 def plot_roc(results: Mapping[str, Mapping[str, TaskResult]]) -> bytes:
-    """One ROC panel per task, every model (and the oracle, dashed) overlaid; AUC in legends."""
+    """One ROC panel per model output, every model (and the oracle, dashed); AUC in legends."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-    fig = Figure(figsize=(4.0 * len(TASKS), 4.2), layout="constrained")
-    axes = fig.subplots(1, len(TASKS))
-    for ax, (task, spec) in zip(axes, TASKS.items(), strict=True):
+    fig = Figure(figsize=(4.0 * len(OUTPUTS), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(OUTPUTS))
+    for ax, (task, spec) in zip(axes, OUTPUTS.items(), strict=True):
         ax.plot([0, 1], [0, 1], color="lightgrey", linewidth=1)
         for name in _model_names(results):
             r = results[name].get(task)
@@ -72,12 +72,12 @@ def plot_roc(results: Mapping[str, Mapping[str, TaskResult]]) -> bytes:
 
 
 def plot_calibration(results: Mapping[str, Mapping[str, TaskResult]]) -> bytes:
-    """Predicted vs observed rate per decile of predictions, one panel per task; ECE in legends."""
+    """Predicted vs observed rate per decile of predictions, a panel per output; ECE in legends."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.0 * len(TASKS), 4.2), layout="constrained")
-    axes = fig.subplots(1, len(TASKS))
-    for ax, (task, spec) in zip(axes, TASKS.items(), strict=True):
+    fig = Figure(figsize=(4.0 * len(OUTPUTS), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(OUTPUTS))
+    for ax, (task, spec) in zip(axes, OUTPUTS.items(), strict=True):
         top = 0.0
         for name in _model_names(results):
             r = results[name].get(task)
