@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from model.evaluate.scoring import CHAMPION, GAPS, MIN_GAUC_USERS, ORACLE
-from model.tasks import HEADLINE, TASKS
+from model.tasks import HEADLINE, OUTPUTS
 from pipelines.local_run import LocalRunResult
 
-# The headline first, then the registry order.
-COLUMNS = (HEADLINE, *(t for t in TASKS if t != HEADLINE))
+# The headline first, then the registry order; cvr_entire gets its own line (`entire_line`).
+COLUMNS = (HEADLINE, *(t for t in OUTPUTS if t != HEADLINE))
 
 
 def print_summary(result: LocalRunResult) -> None:
@@ -47,6 +47,9 @@ def print_summary(result: LocalRunResult) -> None:
             gauc_cell(tasks.get(HEADLINE, {})),
         )
     console.print(table)
+    entire = entire_line(metrics)
+    if entire:
+        console.print(entire)
     console.print(candidate_sentence(metrics, gaps))
     console.print(f"gate: [bold]{result.decision}[/bold]")
     for reason in result.reasons:
@@ -71,6 +74,18 @@ def gauc_cell(values: dict) -> str:
     if values.get("gauc") is None or values.get("gauc_users", 0) < MIN_GAUC_USERS:
         return "n/a"
     return f"{values['gauc']:.4f}"
+
+
+def entire_line(metrics: dict) -> str | None:
+    """Each model's CVR AUC on all impressions against buy_if_clicked; None without that label."""
+    cells = [
+        f"{name} {auc:.4f}"
+        for name, tasks in metrics.items()
+        if (auc := tasks.get("cvr_entire", {}).get("auc")) is not None
+    ]
+    if not cells:
+        return None
+    return "cvr AUC on all impressions vs buy_if_clicked (selection-bias test): " + ", ".join(cells)
 
 
 def candidate_sentence(metrics: dict, gaps: dict, candidate: str = "hm3") -> str:

@@ -25,7 +25,7 @@ from components.serving.protocol import (
     parse_request,
     schema_from_feature_spec,
 )
-from model.tasks import TASKS
+from model.tasks import OUTPUTS
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class HM3Predictor(ScoringModel):
         outputs = self.model.predict_records(batch.rows)
         tasks = {
             task: np.clip(np.asarray(outputs[task], dtype=np.float64).reshape(-1), 0.0, 1.0)
-            for task in TASKS
+            for task in OUTPUTS
             if task in outputs
         }
         defaulted = []

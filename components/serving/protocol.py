@@ -37,10 +37,11 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from model.data import schema
-from model.tasks import TASKS
+from model.tasks import OUTPUTS
 
-# Task name -> response field. The model returns a subset keyed by task (model.artifact).
-RESPONSE_FIELDS: dict[str, str] = {t.name: t.response_field for t in TASKS.values()}
+# Output name -> response field. The model returns a subset keyed by task (model.artifact);
+# evaluation-only tasks (cvr_entire) are no outputs and never served.
+RESPONSE_FIELDS: dict[str, str] = {t.name: t.response_field for t in OUTPUTS.values()}
 DEFAULTED = "defaulted"
 UNKNOWN_IDS = "unknown_ids"
 MODEL_VERSION = "model_version"

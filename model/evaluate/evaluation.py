@@ -42,6 +42,7 @@ from model.evaluate.scoring import (
     CHAMPION,
     ORACLE,
     TRUTH_COLUMNS,
+    TRUTH_LABELS,
     DataInfo,
     EvalConfig,
     Evaluation,
@@ -49,7 +50,7 @@ from model.evaluate.scoring import (
     evaluate_predictions,
     headline_auc,
 )
-from model.tasks import TASKS
+from model.tasks import OUTPUTS
 
 if TYPE_CHECKING:
     from model.artifact import TrainedModel
@@ -99,7 +100,8 @@ def load_eval_frame(
     Args:
         data_path: Parquet file or folder of the training table (local, file:// or gs://).
         config: Chooses the split.
-        truth_path: Optional `truth.parquet` of a simulated world, joined on impression_id.
+        truth_path: Optional `truth.parquet` of a simulated world, joined on impression_id:
+            the true probabilities and the truth-only labels it has (`buy_if_clicked`).
         fractions: Train / validation / test shares the models were trained with
             (`training_split`).
 
@@ -115,8 +117,11 @@ def load_eval_frame(
     frame = table.to_pandas()
     if truth_path:
         with storage.local_file(truth_path) as local:
-            truth = pq.read_table(local, columns=["impression_id", *TRUTH_COLUMNS]).to_pandas()
-        frame = frame.drop(columns=[c for c in TRUTH_COLUMNS if c in frame.columns])
+            # Truth written before a truth-only label existed lacks it: its task is not scored.
+            names = pq.read_schema(local).names
+            columns = [*TRUTH_COLUMNS, *(c for c in TRUTH_LABELS if c in names)]
+            truth = pq.read_table(local, columns=["impression_id", *columns]).to_pandas()
+        frame = frame.drop(columns=[c for c in columns if c in frame.columns])
         frame = frame.merge(truth, on="impression_id", how="left", validate="many_to_one")
         lacking = frame["p_click"].isna()
         if lacking.any():
@@ -164,7 +169,7 @@ def parse_model_specs(specs: Sequence[str]) -> list[tuple[str | None, str]]:
 
 def _predict(model: Any, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     out = model.predict(frame)
-    return {task: np.asarray(v, dtype=np.float64) for task, v in out.items() if task in TASKS}
+    return {task: np.asarray(v, dtype=np.float64) for task, v in out.items() if task in OUTPUTS}
 
 
 def _read_history(path: str) -> Any | None:

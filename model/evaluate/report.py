@@ -26,13 +26,19 @@ from model.evaluate.scoring import (
     TaskResult,
     paired_gaps,
 )
-from model.tasks import HEADLINE, TASKS
+from model.tasks import HEADLINE, OUTPUTS, TASKS
 
 
 def _model_names(results: Mapping[str, Mapping[str, TaskResult]]) -> list[str]:
     """Models first in given order, the champion next, the oracle last."""
     tail = [n for n in (CHAMPION, ORACLE) if n in results]
     return [n for n in results if n not in tail] + tail
+
+
+def _columns(results: Mapping[str, Mapping[str, TaskResult]]) -> list[str]:
+    """Every model output, then the truth-only tasks scored on these rows (cvr_entire)."""
+    scored = {task for tasks in results.values() for task in tasks}
+    return [t for t, spec in TASKS.items() if not spec.truth_only or t in scored]
 
 
 def _style(name: str) -> dict[str, Any]:
@@ -50,12 +56,12 @@ def _png(fig: Any) -> bytes:
 
 
 def plot_roc(results: Mapping[str, Mapping[str, TaskResult]]) -> bytes:
-    """One ROC panel per task, every model (and the oracle, dashed) overlaid; AUC in legends."""
+    """One ROC panel per model output, every model (and the oracle, dashed); AUC in legends."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-    fig = Figure(figsize=(4.0 * len(TASKS), 4.2), layout="constrained")
-    axes = fig.subplots(1, len(TASKS))
-    for ax, (task, spec) in zip(axes, TASKS.items(), strict=True):
+    fig = Figure(figsize=(4.0 * len(OUTPUTS), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(OUTPUTS))
+    for ax, (task, spec) in zip(axes, OUTPUTS.items(), strict=True):
         ax.plot([0, 1], [0, 1], color="lightgrey", linewidth=1)
         for name in _model_names(results):
             r = results[name].get(task)
@@ -72,12 +78,12 @@ def plot_roc(results: Mapping[str, Mapping[str, TaskResult]]) -> bytes:
 
 
 def plot_calibration(results: Mapping[str, Mapping[str, TaskResult]]) -> bytes:
-    """Predicted vs observed rate per decile of predictions, one panel per task; ECE in legends."""
+    """Predicted vs observed rate per decile of predictions, a panel per output; ECE in legends."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.0 * len(TASKS), 4.2), layout="constrained")
-    axes = fig.subplots(1, len(TASKS))
-    for ax, (task, spec) in zip(axes, TASKS.items(), strict=True):
+    fig = Figure(figsize=(4.0 * len(OUTPUTS), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(OUTPUTS))
+    for ax, (task, spec) in zip(axes, OUTPUTS.items(), strict=True):
         top = 0.0
         for name in _model_names(results):
             r = results[name].get(task)
@@ -220,6 +226,13 @@ def render_html(
         "gap excludes 0; the oracle excluded). The oracle scores the true probabilities on the "
         "same labels; no model beats it in expectation.</p>"
     )
+    if any("cvr_entire" in tasks for tasks in results.values()):
+        parts.append(
+            "<p><b>cvr_entire</b>: the cvr output on all impressions against "
+            "<code>buy_if_clicked</code>, the purchase the simulator drew from p(buy | click) "
+            "for every impression, clicked or not: the sample-selection-bias test (a CVR "
+            "trained on clicked rows only has never seen most of these rows).</p>"
+        )
     parts.append(_table(results, names, "auc"))
     parts.append(
         "<h3>Paired gaps</h3><p>Every pair of models, a minus b, on the same bootstrap "
@@ -323,10 +336,11 @@ def _table(results: Mapping[str, Mapping[str, TaskResult]], names: list[str], ke
     if key == "auc":
         gaps = paired_gaps(results)
         best = {task: _significant_best(results, names, gaps, task) for task in TASKS}
-    rows = ["<table><tr><th>model</th>", *(f"<th>{t}</th>" for t in TASKS), "</tr>"]
+    columns = _columns(results)
+    rows = ["<table><tr><th>model</th>", *(f"<th>{t}</th>" for t in columns), "</tr>"]
     for name in names:
         rows.append(f"<tr><td>{html.escape(name)}</td>")
-        for task in TASKS:
+        for task in columns:
             r = results[name].get(task)
             cls = " class='best'" if best.get(task) == name else ""
             rows.append(f"<td{cls}>{_cell(r, key)}</td>")

@@ -5,7 +5,8 @@ against its label on its rows (CVR on clicked impressions, the others on all imp
 the rows carry the simulator's truth columns, an "oracle" model scores the true probabilities on
 the same logged labels; no model beats it in expectation, so the gap to the oracle is the honest
 measure of model quality. CVR AUC on clicked impressions (`headline_auc`) is the headline: it is
-what the deploy gate compares.
+what the deploy gate compares. A truth-only task (cvr_entire: the cvr output on every impression
+against the counterfactual `buy_if_clicked`) is scored only when the rows carry its label.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ TRUTH_COLUMNS = (
     "p_d_macro_given_click",
     "p_buy_given_click",
 )
+# Labels only a simulated world's truth.parquet has (never trained or served), in task order.
+TRUTH_LABELS = tuple(dict.fromkeys(t.label for t in TASKS.values() if t.truth_only))
 
 
 @dataclass(frozen=True)
@@ -271,9 +274,11 @@ def evaluate_predictions(
     """Score each model's predictions (and the oracle, when the frame has truth) on the frame.
 
     Args:
-        frame: Evaluated rows: `user_id`, the label columns and optionally the truth columns.
-        predictions: Model name -> task -> probabilities for every row of `frame`. A model
-            scores only the tasks it predicts (the naive baseline predicts cvr only).
+        frame: Evaluated rows: `user_id`, the label columns and optionally the truth columns
+            and truth-only labels (`TRUTH_LABELS`); a task whose label is absent is not scored.
+        predictions: Model name -> output -> probabilities for every row of `frame`. A model
+            is scored only on the tasks whose output it predicts (the naive baseline predicts
+            cvr only, so it is scored on cvr and cvr_entire).
         config: Evaluation settings.
 
     Returns:
@@ -293,21 +298,25 @@ def evaluate_predictions(
     oracle = oracle_predictions(frame)
     if oracle is not None:
         all_predictions[ORACLE] = oracle
-    labels = {c: m.check_labels(frame[c].to_numpy(), name=c) for c in schema.LABEL_COLUMNS}
+    present = (*schema.LABEL_COLUMNS, *(c for c in TRUTH_LABELS if c in frame.columns))
+    labels = {c: m.check_labels(frame[c].to_numpy(), name=c) for c in present}
     clicked = labels["click"] == 1
     users = frame["user_id"].to_numpy()
     results: dict[str, dict[str, TaskResult]] = {name: {} for name in all_predictions}
     for number, (task, spec) in enumerate(TASKS.items()):
+        if spec.label not in labels:
+            continue  # a truth-only label, and these rows are not from a simulated world
         rows = clicked if spec.clicked_only else np.ones(len(frame), dtype=bool)
         weights = None if config.gauc_weight == "impressions" else labels["click"][rows]
         scored: dict[str, np.ndarray] = {}
         for name, tasks in all_predictions.items():
-            if task not in tasks:
+            if spec.model_output not in tasks:
                 continue
-            probs = np.asarray(tasks[task], dtype=np.float64)
+            probs = np.asarray(tasks[spec.model_output], dtype=np.float64)
             if probs.shape != (len(frame),):
                 raise ValueError(
-                    f"{name}: {task} predictions have shape {probs.shape}, expected ({len(frame)},)"
+                    f"{name}: {spec.model_output} predictions have shape {probs.shape}, "
+                    f"expected ({len(frame)},)"
                 )
             try:
                 results[name][task] = score_task(

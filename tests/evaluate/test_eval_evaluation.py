@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from model.evaluate import metrics as m
 from model.evaluate.evaluation import GateSpec, evaluate_models, parse_model_specs
 from model.evaluate.gate import GateConfig
 from model.evaluate.registry import RegistryRecord, write_registry
-from model.evaluate.report import history_series
-from model.evaluate.scoring import EvalConfig, evaluate_predictions
+from model.evaluate.report import _table, history_series
+from model.evaluate.scoring import EvalConfig, evaluate_predictions, paired_gaps
 
 
 def _frame() -> pd.DataFrame:
@@ -52,6 +53,65 @@ def test_evaluate_predictions_hand_computed_with_oracle() -> None:
     # ctcvr oracle = p_click * p_buy_given_click on all rows; the one buyer scores 0.27, top.
     assert oracle["ctcvr"].auc == 1.0 and oracle["ctcvr"].rows == 6
     assert oracle["cvr"].auc == 1.0 and oracle["cvr"].rows == 3
+
+
+def _entire_frame(n: int = 4000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Truth with buy_if_clicked on every row; naive's cvr is good on clicks, noise off them."""
+    rng = np.random.default_rng(seed)
+    p_click = rng.uniform(0.02, 0.3, n)
+    p_buy = rng.uniform(0.05, 0.5, n)
+    click = (rng.random(n) < p_click).astype(int)
+    buy_if_clicked = (rng.random(n) < p_buy).astype(np.int8)
+    frame = pd.DataFrame(
+        {
+            "user_id": rng.integers(0, 300, n),
+            "click": click,
+            "d_micro": click,
+            "d_macro": click,
+            "buy": click * buy_if_clicked,
+            "buy_if_clicked": buy_if_clicked,
+            "p_click": p_click,
+            "p_d_micro_given_click": np.full(n, 0.5),
+            "p_d_macro_given_click": np.full(n, 0.2),
+            "p_buy_given_click": p_buy,
+        }
+    )
+    naive = np.where(click == 1, p_buy, rng.random(n))
+    esmm = np.clip(p_buy + 0.05 * rng.standard_normal(n), 0.001, 0.999)
+    return frame, {"esmm": {"ctr": p_click, "cvr": esmm}, "naive": {"cvr": naive}}
+
+
+def test_cvr_entire_scores_cvr_on_all_rows_against_buy_if_clicked() -> None:
+    frame, predictions = _entire_frame()
+    results = evaluate_predictions(frame, predictions, EvalConfig(bootstrap=50))
+    label = frame["buy_if_clicked"].to_numpy()
+    for name, cvr in (
+        ("naive", predictions["naive"]["cvr"]),
+        ("esmm", predictions["esmm"]["cvr"]),
+        ("oracle", frame["p_buy_given_click"].to_numpy()),
+    ):
+        entire = results[name]["cvr_entire"]
+        assert entire.rows == len(frame) and entire.positives == label.sum()
+        assert entire.auc == pytest.approx(roc_auc_score(label, cvr), abs=1e-12), name
+        assert entire.auc_lo < entire.auc < entire.auc_hi
+    # Naive is as good as the oracle on clicks but blind off them: the bias only cvr_entire sees.
+    assert results["naive"]["cvr"].auc == results["oracle"]["cvr"].auc
+    assert results["naive"]["cvr_entire"].auc < results["esmm"]["cvr_entire"].auc - 0.05
+    gap = paired_gaps(results)["esmm-naive"]["cvr_entire"]
+    assert gap["mean"] == pytest.approx(
+        results["esmm"]["cvr_entire"].auc - results["naive"]["cvr_entire"].auc
+    )
+    assert 0 < gap["lo"] < gap["hi"]
+    assert "cvr_entire" in _table(results, ["esmm", "naive", "oracle"], "auc")
+
+
+def test_cvr_entire_is_absent_without_buy_if_clicked() -> None:
+    frame, predictions = _entire_frame(500)
+    results = evaluate_predictions(frame.drop(columns="buy_if_clicked"), predictions)
+    assert all("cvr_entire" not in tasks for tasks in results.values())
+    assert set(results["naive"]) == {"cvr"} and "cvr" in results["oracle"]
+    assert all("cvr_entire" not in tasks for tasks in paired_gaps(results).values())
+    assert "cvr_entire" not in _table(results, ["esmm", "naive", "oracle"], "auc")
 
 
 def test_evaluate_predictions_rejects_bad_input() -> None:
@@ -127,16 +187,17 @@ def test_evaluate_models_writes_metrics_and_report(
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert list(saved) == ["hm3", "base", "oracle", "gaps"]
     gaps = saved.pop("gaps")
-    assert set(saved["hm3"]) == {"ctr", "cvr", "ctcvr", "ct_micro", "ct_macro"}
-    assert set(saved["base"]) == {"cvr"}
+    # The world's truth has buy_if_clicked: every model is also scored on cvr_entire.
+    assert set(saved["hm3"]) == {"ctr", "cvr", "ctcvr", "ct_micro", "ct_macro", "cvr_entire"}
+    assert set(saved["base"]) == {"cvr", "cvr_entire"}
     for name, tasks in saved.items():
         for task, values in tasks.items():
             assert {"auc", "auc_lo", "auc_hi", "gauc", "logloss", "ece"} <= set(values)
             assert values["auc_lo"] < values["auc"] < values["auc_hi"], (name, task)
             assert values["logloss"] > 0 and 0 <= values["ece"] <= 1
-    # Only the task both models predict, named in the order the models were given; the oracle
-    # has no gaps.
-    assert list(gaps) == ["hm3-base"] and list(gaps["hm3-base"]) == ["cvr"]
+    # Only the tasks both models are scored on, named in the order the models were given; the
+    # oracle has no gaps.
+    assert list(gaps) == ["hm3-base"] and list(gaps["hm3-base"]) == ["cvr", "cvr_entire"]
     gap = gaps["hm3-base"]["cvr"]
     assert gap["mean"] == pytest.approx(saved["hm3"]["cvr"]["auc"] - saved["base"]["cvr"]["auc"])
     assert gap["lo"] < gap["mean"] < gap["hi"]
@@ -144,6 +205,7 @@ def test_evaluate_models_writes_metrics_and_report(
     assert saved["hm3"]["ctr"]["rows"] == evaluation.data.rows
     assert saved["hm3"]["cvr"]["rows"] == evaluation.data.clicks
     assert saved["hm3"]["cvr"]["positives"] == evaluation.data.buys
+    assert saved["base"]["cvr_entire"]["rows"] == evaluation.data.rows
     # The simulator's truth is informative: the oracle ranks clicks well above chance.
     assert saved["oracle"]["ctr"]["auc"] > 0.7
     assert saved["oracle"]["ctr"]["gauc_skipped_users"] > 0
@@ -157,6 +219,8 @@ def test_evaluate_models_writes_metrics_and_report(
         "Behavior graph of the labels",
         "impression&gt;click",
         "data:image/svg+xml;base64,",
+        "<th>cvr_entire</th>",
+        "<code>buy_if_clicked</code>",
     ):
         assert needle in report, needle
     assert report.count("data:image/png;base64,") == 3  # ROC, calibration, training
@@ -210,6 +274,14 @@ def test_load_eval_frame_split_folder_and_truth_coverage(
     assert info.rows == len(frame) and 0.1 * total < info.rows < 0.2 * total  # the last ~15%
     assert frame["ts"].min() >= pq.read_table(eval_table)["ts"].to_pandas().quantile(0.8)
     assert frame["p_click"].notna().all()
+    # The counterfactual label comes with the truth, row for row.
+    by_id = pq.read_table(small_world / "truth.parquet").to_pandas().set_index("impression_id")
+    expected = by_id.loc[frame["impression_id"], "buy_if_clicked"].to_numpy()
+    assert (frame["buy_if_clicked"].to_numpy() == expected).all()
+    # A truth file without it (an older world): the frame has no such column, nothing fails.
+    older = tmp_path / "older_truth.parquet"
+    pq.write_table(pq.read_table(small_world / "truth.parquet").drop(["buy_if_clicked"]), older)
+    assert "buy_if_clicked" not in load_eval_frame(str(eval_table), EvalConfig(), str(older))[0]
     # A folder of Parquet parts (plus a manifest) reads as one table.
     folder = tmp_path / "table"
     folder.mkdir()

@@ -11,6 +11,7 @@ from model.nn import graph
 from model.nn.heads import FusedTowers
 from model.nn.losses import LossSpec, multitask_loss
 from model.nn.nets import MODEL_KINDS, build_model
+from model.tasks import OUTPUTS, TASKS, Task, tasks_of
 
 SPEC = FeatureSpec(
     (
@@ -70,9 +71,19 @@ def test_every_kind_outputs_its_tasks_and_declares_losses_by_name(kind):
     torch.manual_seed(0)
     net = build_model(kind, SPEC, 4, (16, 8), 0.0)
     out = net(*random_inputs(10, SPEC))
-    assert set(out) == EXPECTED_TASKS[kind]
+    assert set(out) == set(net.tasks) == EXPECTED_TASKS[kind]
     assert all(v.shape == (10,) for v in out.values())
     assert {s.task for s in net.losses} <= set(out)
+
+
+def test_evaluation_only_tasks_are_no_model_outputs():
+    # cvr_entire scores the cvr output of every kind, but no net outputs it and nothing trains it.
+    entire = TASKS["cvr_entire"]
+    assert entire.truth_only and entire.model_output == "cvr" and "cvr_entire" not in OUTPUTS
+    assert set(entire.kinds) == set(MODEL_KINDS)
+    assert all("cvr_entire" not in tasks_of(kind) for kind in MODEL_KINDS)
+    with pytest.raises(ValueError, match="truth_only label 'buy_if_clicked' is never trained"):
+        Task("x", "buy_if_clicked", False, ("hm3",), "x", truth_only=True)
 
 
 @pytest.mark.parametrize("kind", sorted(MODEL_KINDS))

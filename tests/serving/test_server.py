@@ -49,6 +49,8 @@ def post(server: Server, path: str, body: object, **kwargs) -> httpx.Response:
 
 
 def check_prediction(p: dict, version: str) -> None:
+    # Exactly the model outputs: evaluation-only tasks (cvr_entire) are never served.
+    assert sorted(k for k in p if k.startswith("p_")) == sorted(TASK_FIELDS)
     for field in TASK_FIELDS:
         assert 0.0 <= p[field] <= 1.0, (field, p)
     # The graph's product rule survives the wire: pCTCVR = pCTR * pCVR.

@@ -83,6 +83,24 @@ def test_rates_are_realistic(world_200k: Path) -> None:
     assert clicked.p_buy_given_click.mean() == pytest.approx(clicked.buy.mean(), rel=0.15)
 
 
+def test_buy_if_clicked_is_a_draw_from_p_buy_given_click_on_every_impression(
+    world_200k: Path,
+) -> None:
+    truth = _read(world_200k, "truth")
+    assert truth.buy_if_clicked.dtype == np.int8 and set(truth.buy_if_clicked) == {0, 1}
+    # On clicked and unclicked rows alike, and at low and high p (a draw from the wrong
+    # probability with the right overall mean fails here): the rate is the mean of p within
+    # 4 standard errors of a sum of independent Bernoulli(p) draws.
+    high = truth.p_buy_given_click > truth.p_buy_given_click.median()
+    for clicked in (True, False):
+        for part in (high, ~high):
+            rows = truth[(truth.click == int(clicked)) & part]
+            p = rows.p_buy_given_click.to_numpy()
+            se = np.sqrt(np.sum(p * (1 - p))) / len(p)
+            gap = rows.buy_if_clicked.mean() - p.mean()
+            assert abs(gap) < 4 * se, (clicked, len(p), gap, se)
+
+
 def test_feature_tables_change_over_time(world_200k: Path) -> None:
     users, items = _read(world_200k, "users"), _read(world_200k, "items")
     cfg = WorldConfig(impressions=200_000, seed=11)
