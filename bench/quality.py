@@ -132,13 +132,10 @@ def prepare(world_dir: Path, args: argparse.Namespace) -> Path:
 
 def world_name(args: argparse.Namespace) -> str:
     """The world's folder name: every world parameter the bench sets."""
-    name = (
+    return (
         f"world-{args.impressions}-s{args.world_seed}-micro{args.micro_signal:g}"
-        f"-macro{args.macro_signal:g}"
+        f"-macro{args.macro_signal:g}-u{args.users}-i{args.items}"
     )
-    if (args.users, args.items) != (50_000, 10_000):
-        name += f"-u{args.users}-i{args.items}"
-    return name
 
 
 def setting_tag(train_config: dict) -> str:
@@ -816,12 +813,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--macro-signal", type=float, default=world.macro_signal, help="(simulator default)"
     )
-    parser.add_argument(
-        "--users", type=int, default=50_000, help="World users (simulator default)."
-    )
-    parser.add_argument(
-        "--items", type=int, default=10_000, help="World items (simulator default)."
-    )
+    parser.add_argument("--users", type=int, default=world.users, help="(simulator default)")
+    parser.add_argument("--items", type=int, default=world.items, help="(simulator default)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument(

@@ -13,6 +13,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from model.evaluate.metrics import bootstrap_auc
+from model.world.mechanism import WorldConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 # bench/ is a folder of scripts, not a package: load the script by path.
@@ -249,8 +250,10 @@ def test_document_shape_from_run_records():
 
 
 def test_world_name_includes_both_signals_and_arguments_are_checked():
-    args = quality.parse_args(["--micro-signal", "0", "--macro-signal", "2", "--impressions", "5"])
-    assert quality.world_name(args) == "world-5-s0-micro0-macro2"
+    args = quality.parse_args(
+        ["--micro-signal", "0", "--macro-signal", "2", "--impressions", "5", "--users", "7"]
+    )
+    assert quality.world_name(args) == f"world-5-s0-micro0-macro2-u7-i{WorldConfig().items}"
     assert (args.epochs, args.patience, args.jobs, args.data_efficiency) == (12, 2, 2, False)
     assert args.kinds == ["naive", "esmm", "esm2", "hm3"]
     for bad in (
