@@ -238,3 +238,59 @@ def test_cli_train_writes_artifact_and_rejects_bad_config(tiny_table, tmp_path):
     cfg.write_text(json.dumps({"dropout": 2.0}))
     res = runner.invoke(app, ["train", "--data", str(tiny_table), "--config", str(cfg)])
     assert res.exit_code == 2 and "dropout" in res.output
+
+
+def test_train_fraction_trains_on_the_same_half_of_the_train_split_for_every_seed(
+    tiny_table, tmp_path
+):
+    from model.data.encoding import FeatureSpec, feature_kinds
+    from model.data.split import split_by_time
+    from model.train.trainer import train_subset
+
+    table = pq.read_table(tiny_table)
+    parts = split_by_time(table)
+    configs = {}
+    for name, fraction, seed in (("full", 1.0, 0), ("half0", 0.5, 0), ("half1", 0.5, 1)):
+        cfg = fast_config(epochs=1, train_fraction=fraction, seed=seed)
+        train(tiny_table, tmp_path / name, cfg)
+        configs[name] = json.loads((tmp_path / name / "config.json").read_text())
+    n_train = parts["train"].num_rows
+    assert configs["full"]["rows"]["train"] == n_train
+    for name in ("half0", "half1"):
+        assert configs[name]["train_config"]["train_fraction"] == 0.5
+        assert configs[name]["rows"]["train"] == round(n_train / 2)
+        # Validation and test rows are those of the full run: the split happens before the subset.
+        for split in ("validation", "test"):
+            assert configs[name]["rows"][split] == configs["full"]["rows"][split]
+    # The feature spec is fit on the rows trained on: the same rows for both seeds, and exactly
+    # the rows `train_subset` picks (not the full split's).
+    assert configs["half0"]["feature_spec"] == configs["half1"]["feature_spec"]
+    assert configs["half0"]["feature_spec"] != configs["full"]["feature_spec"]
+    subset = train_subset(parts["train"], 0.5)
+    kinds = feature_kinds(table.schema)
+    expected = FeatureSpec.fit(subset.select(list(kinds)).to_pandas(), kinds, 5_000)
+    means = {f["name"]: f["mean"] for f in configs["half0"]["feature_spec"]["features"]}
+    for feature in expected.dense:
+        assert means[feature.name] == pytest.approx(feature.mean, rel=1e-12)
+
+
+def test_train_subset_is_a_nested_time_ordered_sample():
+    import pyarrow as pa
+
+    from model.train.trainer import train_subset
+
+    table = pa.table({"ts": np.arange(1_000), "row": np.arange(1_000)})
+    quarter, half = train_subset(table, 0.25), train_subset(table, 0.5)
+    rows_q, rows_h = quarter["row"].to_numpy(), half["row"].to_numpy()
+    assert (len(rows_q), len(rows_h)) == (250, 500)
+    assert (np.diff(rows_h) > 0).all()  # original order, no repeats
+    assert set(rows_q) <= set(rows_h)
+    # Spread over the whole split, not a block of it.
+    assert rows_h.min() < 50 and rows_h.max() > 950
+    assert train_subset(table, 1.0) is table
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, float("nan"), True, "0.5"])
+def test_train_fraction_outside_0_1_is_rejected(bad):
+    with pytest.raises(ValueError, match="train_fraction must be in \\(0, 1\\]"):
+        TrainConfig(train_fraction=bad)
