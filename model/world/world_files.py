@@ -75,35 +75,30 @@ def ceiling_predictions(
     ceilings: tuple[Knowledge, ...] = CEILINGS,
     integration: Integration | None = None,
 ) -> tuple[dict[str, np.ndarray], float]:
-    """CVR of each ceiling on the clicked rows of an evaluation frame, plus a consistency check.
+    """CVR of each ceiling on every row of an evaluation frame, plus a consistency check.
 
-    CVR is scored on clicked rows only, so only those are computed; the other rows are NaN
-    (present so that the arrays align with the frame, never scored).
+    Every row, not only clicked ones: p(buy | click) is defined for any impression, and the
+    counterfactual metric cvr_entire scores it over all of them.
 
     Args:
         world_dir: The simulated world (world.json, impressions.parquet).
-        frame: Evaluated rows with impression_id, user_id, click and p_buy_given_click (the truth
-            join of `model.evaluate.evaluation.load_eval_frame`).
+        frame: Evaluated rows with impression_id, user_id and p_buy_given_click (the truth join
+            of `model.evaluate.evaluation.load_eval_frame`).
         ceilings: What each ceiling hides.
         integration: Accuracy settings.
 
     Returns:
-        (ceiling name -> probabilities per frame row, largest |recomputed truth - truth.parquet|
-        over the clicked rows; 0.0 means the rebuilt world is the one that was simulated).
+        (ceiling name -> probabilities per frame row, largest |recomputed truth - truth.parquet|;
+        0.0 means the rebuilt world is the one that was simulated).
 
     Raises:
         ValueError: When the frame's users differ from the world's impressions.
     """
     cfg, pop = load_world(world_dir)
-    clicked = np.flatnonzero(frame["click"].to_numpy() == 1)
-    rows = impression_rows(world_dir, frame["impression_id"].to_numpy()[clicked], cfg)
-    if not np.array_equal(rows.user, frame["user_id"].to_numpy()[clicked]):
+    rows = impression_rows(world_dir, frame["impression_id"].to_numpy(), cfg)
+    if not np.array_equal(rows.user, frame["user_id"].to_numpy()):
         raise ValueError("evaluated rows' user_id differ from the world's impressions")
-    truth = frame["p_buy_given_click"].to_numpy()[clicked]
+    truth = frame["p_buy_given_click"].to_numpy()
     mismatch = float(np.max(np.abs(true_cvr(cfg, pop, rows) - truth), initial=0.0))
-    out = {}
-    for knowledge in ceilings:
-        probs = np.full(len(frame), np.nan)
-        probs[clicked] = marginal_cvr(cfg, pop, rows, knowledge, integration)
-        out[knowledge.name] = probs
+    out = {k.name: marginal_cvr(cfg, pop, rows, k, integration) for k in ceilings}
     return out, mismatch
