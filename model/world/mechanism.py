@@ -430,20 +430,11 @@ def calibrate(cfg: WorldConfig, pop: Population, draws: ImpressionDraws) -> Inte
     Solved in graph order on a fixed sample of impressions: CTR over impressions, then each
     click-conditional rate over the sample weighted by p_click (the clicked population).
     """
+    # The population still has zero intercepts here, so this is p_click at c0 = 0.
+    p_click0, _ = impression_probabilities(cfg, pop, draws)
+    logit_click = np.log(p_click0) - np.log1p(-p_click0)
     user, item = draws.user, draws.item
     intent = pop.intent(user, item)
-    logit_click = np.log(
-        click_probability(
-            Intercepts(),
-            intent,
-            pop.item_attractiveness[item],
-            pop.user_bias[user],
-            pop.user_drift[user, draws.day],
-            draws.position,
-            SCENE_EFFECT[draws.scene],
-        )
-    )
-    logit_click -= np.log1p(-np.exp(logit_click))
     c0 = _solve(lambda c: float(sigmoid(logit_click + c).mean()), TARGET_RATES["ctr"])
     weight = sigmoid(logit_click + c0)
     weight = weight / weight.sum()

@@ -252,7 +252,9 @@ def _history(
     return impressions, clicks, buys
 
 
-def _rate(events: np.ndarray, trials: np.ndarray, prior_trials: float, prior_rate: float):
+def _rate(
+    events: np.ndarray, trials: np.ndarray, prior_trials: float, prior_rate: float
+) -> np.ndarray:
     """A shrunk rate estimate: (events + prior_trials prior_rate) / (trials + prior_trials)."""
     return ((events + prior_trials * prior_rate) / (trials + prior_trials)).round(5)
 
@@ -279,7 +281,9 @@ def feature_tables(
     user_click = sigmoid(ctr0 + pop.user_bias[:, None] + pop.user_drift[:, history_day])
     user_buy = sigmoid(cvr0 + pop.user_intent)[:, None]
     imps, clicks, buys = _history(rng, per_day * user_share, user_click, user_buy)
-    user_ctr = _rate(_window_sums(clicks, 7, n_days), _window_sums(imps, 7, n_days), 100, 0.04)
+    user_ctr = _rate(
+        _window_sums(clicks, 7, n_days), _window_sums(imps, 7, n_days), 100, TARGET_RATES["ctr"]
+    )
     user_cvr = _rate(
         _window_sums(buys, 30, n_days), _window_sums(clicks, 30, n_days), 40, TARGET_RATES["buy"]
     )
@@ -312,7 +316,9 @@ def feature_tables(
     ] * np.ones((1, len(history_day)))
     item_buy = sigmoid(cvr0 + pop.item_intent)[:, None]
     imps, clicks, buys = _history(rng, per_day * item_share, item_click, item_buy)
-    item_ctr = _rate(_window_sums(clicks, 7, n_days), _window_sums(imps, 7, n_days), 100, 0.04)
+    item_ctr = _rate(
+        _window_sums(clicks, 7, n_days), _window_sums(imps, 7, n_days), 100, TARGET_RATES["ctr"]
+    )
     buys_30d = _window_sums(buys, 30, n_days)
     item_cvr = _rate(buys_30d, _window_sums(clicks, 30, n_days), 40, TARGET_RATES["buy"])
     items = pa.table(
