@@ -308,6 +308,60 @@ def test_oversized_body_is_a_413_before_parsing(predictor: Server) -> None:
     assert r.status_code == 413 and "max_body_bytes" in r.json()["error"]
 
 
+def _oversized_v1_body(instances: int = 200_000) -> bytes:
+    """A V1 body of `instances` instances: 200,000 are about 6 MB, over the default 4 MiB."""
+    return json.dumps({"instances": [{"user_id": 1, "item_id": 2}] * instances}).encode()
+
+
+@pytest.mark.parametrize("which", ["predictor", "transformer"])
+def test_a_client_that_sends_the_whole_body_first_reads_the_413(
+    servers: dict[str, Server], which: str
+) -> None:
+    # urllib sends all of a Content-Length body, with "Connection: close", before it reads the
+    # answer; a server that answers and closes while the body is still coming resets it.
+    import urllib.error
+    import urllib.request
+
+    body = _oversized_v1_body()
+    request = urllib.request.Request(
+        servers[which].url + V1, data=body, headers={"content-type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=60)  # noqa: S310 - a loopback test server
+    assert caught.value.code == 413
+    error = json.loads(caught.value.read())["error"]
+    assert error == (
+        f"request body of {len(body)} bytes exceeds max_body_bytes {4 * 1024 * 1024}; "
+        "split the batch"
+    )
+
+
+def test_a_chunked_oversized_body_sent_whole_gets_the_413(predictor: Server) -> None:
+    import http.client
+
+    # Sent whole before reading, like urllib (and with its "Connection: close"), and larger than
+    # what loopback socket buffers hold once a server stops reading at 4 MiB.
+    body = _oversized_v1_body(800_000)
+    chunks = [body[k : k + 65_536] for k in range(0, len(body), 65_536)]
+    connection = http.client.HTTPConnection("127.0.0.1", predictor.port, timeout=60)
+    try:
+        connection.request(
+            "POST",
+            V1,
+            body=iter(chunks),
+            headers={"content-type": "application/json", "connection": "close"},
+            encode_chunked=True,
+        )
+        response = connection.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read())["error"] == (
+            f"request body of {len(body)} bytes exceeds max_body_bytes {4 * 1024 * 1024}; "
+            "split the batch"
+        )
+    finally:
+        connection.close()
+
+
 def test_servers_keep_serving_after_bad_input(servers: dict[str, Server], version: str) -> None:
     for server in servers.values():
         assert httpx.get(server.url + "/v2/health/ready").status_code == 200
