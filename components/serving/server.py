@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 ANY_HOST = "0.0.0.0"  # noqa: S104 - the container default; local runs pass --bind_host
 _DEFAULTS = ServingConfig()
+# A refused (413) body is read and discarded up to this many bytes before the answer, so that a
+# client which sends its whole body before reading gets the 413 instead of a reset connection.
+MAX_DRAIN_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -247,13 +250,17 @@ class BodyLimitMiddleware:
     """ASGI middleware answering 413 to request bodies over a byte limit, before parsing.
 
     Content-Length is checked first; chunked bodies are counted while read, then replayed to
-    the app, so a client cannot make the server buffer more than the limit.
+    the app, so a client cannot make the server buffer more than the limit. A refused body is
+    read and discarded (up to `max_drain_bytes`) before the 413 goes out: a client that sends
+    its whole body before reading the answer (Python's urllib, http.client) would otherwise
+    have the connection closed under it and see a reset instead of the 413.
     """
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        """Wrap `app`, refusing bodies over `max_bytes`."""
+    def __init__(self, app: Any, max_bytes: int, max_drain_bytes: int = MAX_DRAIN_BYTES) -> None:
+        """Wrap `app`, refusing bodies over `max_bytes`; discard up to `max_drain_bytes`."""
         self.app = app
         self.max_bytes = max_bytes
+        self.max_drain_bytes = max_drain_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         """Handle one ASGI connection scope."""
@@ -267,7 +274,7 @@ class BodyLimitMiddleware:
                 await _json_error(send, 400, f"Content-Length header {declared!r:.40} is invalid")
                 return
             if int(declared) > self.max_bytes:
-                await _json_error(send, 413, self._too_large(int(declared)))
+                await self._refuse(receive, send, int(declared), read=0, more=True)
                 return
         chunks, total = [], 0
         while True:
@@ -276,11 +283,12 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             total += len(chunk)
+            more = message.get("more_body", False)
             if total > self.max_bytes:
-                await _json_error(send, 413, self._too_large(total))
+                await self._refuse(receive, send, None, read=total, more=more)
                 return
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 break
         body = b"".join(chunks)
         replayed = False
@@ -293,6 +301,29 @@ class BodyLimitMiddleware:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _refuse(
+        self, receive: Any, send: Any, declared: int | None, read: int, more: bool
+    ) -> None:
+        """Discard the rest of a refused body (up to the drain bound), then answer 413.
+
+        Args:
+            receive: The ASGI receive channel.
+            send: The ASGI send channel.
+            declared: The Content-Length, or None for a chunked body.
+            read: Bytes of the body already received.
+            more: Whether more of the body is still to come.
+        """
+        while more and read <= self.max_drain_bytes:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            read += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        # Past the bound the rest is not read: the server closes the connection after the
+        # answer, and a client still sending may see a reset (the bound keeps a refused
+        # upload from tying up the server).
+        await _json_error(send, 413, self._too_large(declared if declared is not None else read))
 
     def _too_large(self, size: int) -> str:
         return (

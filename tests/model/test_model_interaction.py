@@ -101,7 +101,7 @@ def test_artifact_with_interaction_round_trips_and_export_matches(tiny_table, tm
     rebuilt = artifact.load_model(out).predict(frame)
     exported = artifact.load_model(out, exported=True).predict(frame)
     for task, p in rebuilt.items():
-        assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all(), task
+        assert np.isfinite(p).all(), task
         np.testing.assert_allclose(exported[task], p, rtol=1e-5, atol=1e-7)
 
 

@@ -1,14 +1,15 @@
-"""Serving fixtures: a real model artifact, a real Feast repo, real KServe servers on loopback.
+"""Serving fixtures: a trained model artifact, a real Feast repo, real KServe servers on loopback.
 
-The artifact is an untrained HM^3 net saved with `model.artifact.save_artifact` over a feature
-spec fitted on the small world's impressions (serving does not care how good the weights are;
-the invariants it checks hold for any weights). Feature names and kinds come from the Feast
+The artifact is an HM^3 model trained for two epochs by `model.train.trainer.train` on the small
+world's first impressions, so its five outputs differ from one another and a served field that
+carries the wrong task's number shows. Feature names and kinds come from the Feast
 FeatureService, as in production. Servers run in subprocesses, because KServe's ModelServer
 parses sys.argv at import, blocks, and installs signal handlers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,10 +17,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -51,26 +54,41 @@ def feature_frame(world: Path, rows: int) -> pd.DataFrame:
     return frame.assign(**ratio)
 
 
-def save_tiny_artifact(world: Path, repo: Path, out: Path, kind: str = "hm3") -> Path:
-    """An untrained model of `kind` with a spec fitted on 5k impressions, saved as an artifact.
+def train_tiny_artifact(
+    world: Path, repo: Path, out: Path, kind: str = "hm3", rows: int = 12_000
+) -> Path:
+    """A model of `kind` trained for two epochs on the world's first `rows` impressions.
 
-    The feature kinds come from the applied Feast repo's `hm3_v1` service, as in training.
+    The training table is the world's labels joined with as-of features; the feature kinds come
+    from the applied Feast repo's `hm3_v1` service, as in training.
     """
-    import torch
-
-    from model.artifact import save_artifact
     from model.data import features
-    from model.data.encoding import FeatureSpec
-    from model.nn.nets import build_model
+    from model.train.trainer import TrainConfig, train
 
-    torch.manual_seed(0)
     infos = features.resolve_features(features.open_store(repo), features.DEFAULT_SERVICE)
     kinds = dict(schema.KEY_FEATURES) | dict(schema.CONTEXT_FEATURES)
     kinds |= features.feature_kinds(infos)
-    spec = FeatureSpec.fit(feature_frame(world, 5_000), kinds, hash_buckets=1_000)
-    arch = {"kind": kind, "embedding_dim": 8, "hidden": [16], "dropout": 0.0}
-    net = build_model(kind, spec, 8, (16,), 0.0)
-    save_artifact(net, spec, arch, {"note": "untrained, for serving tests"}, out)
+    truth = pq.read_table(world / "truth.parquet", columns=["impression_id", *schema.LABEL_COLUMNS])
+    table = feature_frame(world, rows).merge(truth.to_pandas(), on="impression_id")
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({schema.FEATURE_KINDS_KEY: json.dumps(kinds).encode()})
+    data = out.parent / f"{out.name}-training.parquet"
+    pq.write_table(arrow, data)
+    config = TrainConfig(
+        model_kind=kind,
+        embedding_dim=8,
+        hidden=(16,),
+        dropout=0.0,
+        batch_size=512,
+        epochs=2,
+        patience=5,
+        hash_buckets=1_000,
+        lr=3e-3,
+        device="cpu",
+        progress=False,
+        threads=1,
+    )
+    train(data, out, config)
     return out
 
 
@@ -89,8 +107,15 @@ def feast_repo(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.fixture(scope="session")
+def world_features(small_world: Path) -> pd.DataFrame:
+    """The world's first 3,000 impressions with their as-of features."""
+    return feature_frame(small_world, 3_000)
+
+
+@pytest.fixture(scope="session")
 def artifact(small_world: Path, feast_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_artifact(small_world, feast_repo, tmp_path_factory.mktemp("artifact") / "hm3")
+    """A trained HM^3 artifact whose features are the Feast service's."""
+    return train_tiny_artifact(small_world, feast_repo, tmp_path_factory.mktemp("artifact") / "hm3")
 
 
 class Server:
@@ -155,6 +180,19 @@ def max_batch() -> int:
     return MAX_BATCH
 
 
+@contextmanager
+def running(specs: dict[str, list[str]], logs: Path) -> Iterator[dict[str, Server]]:
+    """Start servers with these arguments at once (start-up is mostly imports), stop them after."""
+    started = {name: Server(args, logs / f"{name}.log") for name, args in specs.items()}
+    try:
+        for server in started.values():
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
 @pytest.fixture(scope="session")
 def servers(
     artifact: Path, feast_repo: Path, tmp_path_factory: pytest.TempPathFactory
@@ -177,3 +215,18 @@ def servers(
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def exported_servers(
+    artifact: Path, feast_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Server]]:
+    """The artifact's torch.export program, served by a predictor and by a transformer.
+
+    The transformer holds the predictor in its own process (`hm3 serve --feast-repo ...
+    --model-dir ...`, the local layout) instead of forwarding over HTTP.
+    """
+    exported = ["--model_dir", str(artifact), "--exported_program", "true"]
+    specs = {"predictor": exported, "transformer": [*exported, "--feast_repo", str(feast_repo)]}
+    with running(specs, tmp_path_factory.mktemp("exported-server-logs")) as started:
+        yield started
