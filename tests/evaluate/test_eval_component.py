@@ -25,6 +25,31 @@ def _outputs(tmp: Path) -> dict:
     }
 
 
+def _evaluate(
+    models: tuple[Path, Path],
+    eval_table: Path,
+    small_world: Path,
+    deploy: Path,
+    out_dir: Path,
+    min_cvr_auc: float,
+    tolerance: float,
+) -> tuple:
+    """evaluate_model.python_func on (candidate, baseline); (result, outputs, metrics.json)."""
+    out = _outputs(out_dir)
+    result = evaluate_model.python_func(
+        candidate=Model(uri=str(models[0])),
+        baselines=[Model(uri=str(models[1]))],
+        data=Dataset(uri=str(eval_table)),
+        labels=Dataset(uri=str(out_dir / "no-labels")),  # optional content: left out
+        world=Dataset(uri=str(small_world)),
+        deploy_dir=str(deploy),
+        min_cvr_auc=min_cvr_auc,
+        tolerance=tolerance,
+        **out,
+    )
+    return result, out, json.loads((out_dir / "evaluation" / "metrics.json").read_text())
+
+
 def test_python_func_with_real_artifacts(
     trained_models: dict[str, Path], eval_table: Path, small_world: Path, tmp_path: Path
 ) -> None:
@@ -35,23 +60,17 @@ def test_python_func_with_real_artifacts(
             model_uri=str(trained_models["naive"]), kind="naive", version="v0", cvr_auc=0.5
         ),
     )
-    out = _outputs(tmp_path / "out")
-    result = evaluate_model.python_func(
-        candidate=Model(uri=str(trained_models["hm3"])),
-        baselines=[Model(uri=str(trained_models["naive"]))],
-        data=Dataset(uri=str(eval_table)),
-        labels=Dataset(uri=str(tmp_path / "no-labels")),  # optional content: left out
-        world=Dataset(uri=str(small_world)),
-        deploy_dir=str(deploy),
-        min_cvr_auc=0.0,
-        tolerance=1.0 - 1e-9,  # any candidate is within tolerance of the champion
-        **out,
+    hm3, naive = trained_models["hm3"], trained_models["naive"]
+    result, out, saved = _evaluate(
+        (hm3, naive), eval_table, small_world, deploy, tmp_path / "out", 0.0, 0.0
     )
-    assert result.decision == "deploy"
+    # The champion (the naive artifact) is re-scored on the same rows; the verdict follows.
+    candidate, champion = saved["hm3"]["cvr"]["auc"], saved["champion"]["cvr"]["auc"]
+    assert champion == saved["naive"]["cvr"]["auc"]
+    assert result.decision == ("deploy" if candidate >= champion else "hold")
+    assert result.cvr_auc == pytest.approx(candidate, abs=1e-12)
     reasons = json.loads(result.reasons)
-    saved = json.loads((tmp_path / "out" / "evaluation" / "metrics.json").read_text())
     assert reasons[0].startswith("candidate CVR AUC")
-    # The champion (the naive artifact) is re-scored on the same rows.
     assert f"champion v0 {saved['naive']['cvr']['auc']:.4f}" in reasons[1]
     assert set(saved) == {"hm3", "naive", "champion", "oracle", "gaps"}
     assert set(saved["gaps"]) == {"hm3-naive", "hm3-champion", "naive-champion"}
@@ -71,8 +90,36 @@ def test_python_func_with_real_artifacts(
         == (saved["hm3"]["cvr"]["rows"])
     )
     assert "<h1>HM<sup>3</sup> offline evaluation</h1>" in Path(out["report"].path).read_text()
-    assert out["evaluation"].metadata["decision"] == "deploy"
+    assert out["evaluation"].metadata["decision"] == result.decision
     assert out["evaluation"].metadata["champion_version"].startswith("naive-")
+    # The component's thresholds decide, just either side of the measured AUCs. The worse of
+    # the two models is the candidate and the better one the champion, so the tolerance matters.
+    worse, better = (hm3, naive) if candidate < champion else (naive, hm3)
+    gap = abs(champion - candidate)
+    assert gap > 1e-3, (candidate, champion)
+    low = min(candidate, champion)
+    write_registry(
+        str(deploy),
+        RegistryRecord(model_uri=str(better), kind=better.name, version="v1", cvr_auc=0.5),
+    )
+    for name, min_cvr_auc, tolerance, verdict in [
+        ("within-tolerance", low - 1e-4, gap + 1e-4, "deploy"),
+        ("beyond-tolerance", low - 1e-4, gap - 1e-4, "hold"),
+        ("below-minimum", low + 1e-4, gap + 1e-4, "hold"),
+    ]:
+        result, _, saved = _evaluate(
+            (worse, better),
+            eval_table,
+            small_world,
+            deploy,
+            tmp_path / name,
+            min_cvr_auc,
+            tolerance,
+        )
+        assert saved["champion"]["cvr"]["auc"] - saved[worse.name]["cvr"]["auc"] == pytest.approx(
+            gap, abs=1e-12
+        )
+        assert result.decision == verdict, (name, json.loads(result.reasons))
 
 
 @dsl.component(base_image="unused")

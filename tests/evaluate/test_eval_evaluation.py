@@ -255,6 +255,19 @@ def test_evaluate_models_writes_metrics_and_report(
             assert got["auc"] == pytest.approx(auc, abs=1e-9), (name, task)
             assert got["logloss"] == pytest.approx(logloss, rel=1e-6), (name, task)
             assert got["ece"] == pytest.approx(ece, rel=1e-6, abs=1e-12), (name, task)
+    # The oracle scores the world's true probabilities, which are calibrated (see the simulator
+    # tests): in each calibration bin of a task with enough positives, the observed rate is its
+    # mean prediction within 4 binomial SEs, and the ECE is the count-weighted gap of the bins.
+    details = json.loads((tmp_path / "out" / "details.json").read_text())["results"]["oracle"]
+    for task in ("ctr", "ct_micro", "cvr_entire"):
+        cal = details[task]["calibration"]
+        bins = list(zip(cal["mean_predicted"], cal["observed_rate"], cal["counts"], strict=True))
+        for predicted, observed, n in bins:
+            assert abs(observed - predicted) < 4 * (predicted * (1 - predicted) / n) ** 0.5, task
+        ece = sum(n * abs(predicted - observed) for predicted, observed, n in bins) / sum(
+            cal["counts"]
+        )
+        assert saved["oracle"][task]["ece"] == pytest.approx(ece, abs=1e-9), task
     # Only the tasks both models are scored on, named in the order the models were given; the
     # oracle has no gaps.
     assert list(gaps) == ["hm3-base"] and list(gaps["hm3-base"]) == ["cvr", "cvr_entire"]

@@ -41,11 +41,12 @@ def items_table(rows: list[dict]) -> pa.Table:
 
 
 # The hand-made timeline: user 1 has three daily snapshots whose user_ctr_7d tells them apart,
-# user 2 has a null spend, item 1 changes price once.
+# user 2 has a null spend, item 1 changes price once. price / user_avg_spend of (user 1, item 1)
+# differs on each day (10/40, 20/40, 20/50), so a ratio from the wrong day's inputs shows.
 TIMELINE_USERS = [
     {"user_id": 1, "event_timestamp": T0, "user_ctr_7d": 0.1, "user_avg_spend": 40.0},
     {"user_id": 1, "event_timestamp": T0 + DAY, "user_ctr_7d": 0.2, "user_avg_spend": 40.0},
-    {"user_id": 1, "event_timestamp": T0 + 2 * DAY, "user_ctr_7d": 0.3, "user_avg_spend": 80.0},
+    {"user_id": 1, "event_timestamp": T0 + 2 * DAY, "user_ctr_7d": 0.3, "user_avg_spend": 50.0},
     {"user_id": 2, "event_timestamp": T0, "user_avg_spend": None},
 ]
 TIMELINE_ITEMS = [

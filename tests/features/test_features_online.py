@@ -25,9 +25,9 @@ def test_round_trip_serves_the_latest_snapshot(store):
     result = features.online_features(store, [{"user_id": 1, "item_id": 1}])
     assert result.missing == {}
     assert result.values["user_ctr_7d"] == [0.3]  # user 1's last snapshot
-    assert result.values["user_avg_spend"] == [80.0]
+    assert result.values["user_avg_spend"] == [50.0]
     assert result.values["price"] == [20.0]  # item 1's last snapshot
-    assert result.values["price_to_user_spend"] == [pytest.approx(0.25)]  # computed on request
+    assert result.values["price_to_user_spend"] == [pytest.approx(0.4)]  # computed on request
     assert result.values["age_bucket"] == [3]
 
 

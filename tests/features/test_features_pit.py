@@ -65,14 +65,21 @@ def test_ttl_boundary_is_inclusive(tmp_path, timeline):
 def test_on_demand_ratio_uses_point_in_time_inputs(tmp_path, timeline):
     store = applied_store(tmp_path / "repo", timeline)
     t0, day = pd.Timestamp(T0), pd.Timedelta(DAY)
+    rows = [(1, 1, t0 + HOUR), (1, 1, t0 + day + HOUR), (1, 1, t0 + 2 * day + HOUR)]
     frame, infos, filled = features.historical_features(
-        store, entity_rows([(1, 1, t0 + HOUR), (1, 1, t0 + 2 * day + HOUR), (2, 2, t0 + HOUR)])
+        store, entity_rows([*rows, (2, 2, t0 + HOUR)])
     )
-    # 10/40 on day 0, 20/80 on day 2; user 2's spend is null in the table -> the default.
-    assert list(frame["price_to_user_spend"]) == pytest.approx([0.25, 0.25, 1.0])
+    # 10/40 on day 0, 20/40 on day 1, 20/50 on day 2 (the latest snapshot would give 0.4 to every
+    # row, the next day's 0.5 to day 0); user 2's spend is null in the table -> the default.
+    assert list(frame["price_to_user_spend"]) == pytest.approx([0.25, 0.5, 0.4, 1.0])
+    # The ratio is computed from the same row's point-in-time inputs.
+    known = frame.iloc[:3]
+    assert list(known["price_to_user_spend"]) == pytest.approx(
+        list(known["price"] / known["user_avg_spend"])
+    )
     assert filled["user_avg_spend"] == 1
     assert filled["price_to_user_spend"] == 1
-    assert frame["user_avg_spend"].iloc[2] == features.feature_defaults(infos)["user_avg_spend"]
+    assert frame["user_avg_spend"].iloc[3] == features.feature_defaults(infos)["user_avg_spend"]
 
 
 def test_unknown_entities_get_defaults_and_are_counted(tmp_path, timeline):

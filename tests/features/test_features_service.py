@@ -110,4 +110,4 @@ def test_feast_cli_apply_and_materialize(tmp_path, timeline):
     assert [s.name for s in store.list_feature_services()] == [HM3_V1]
     result = features.online_features(store, [{"user_id": 1, "item_id": 1}])
     assert result.values["user_ctr_7d"] == [0.3]
-    assert result.values["price_to_user_spend"] == [0.25]
+    assert result.values["price_to_user_spend"] == [0.4]  # 20 / 50

@@ -207,5 +207,9 @@ def test_no_valid_impressions_quarantines_every_event(logs: TinyLogs) -> None:
     built = logs.build()
     assert built.labels == {}
     assert built.reason("c1") == "ts_out_of_range"
-    assert built.report.balanced
+    accounting = built.report.accounting
+    assert [(accounting[t]["used"], accounting[t]["quarantined"]) for t in accounting] == [
+        (0, 1),
+        (0, 1),
+    ]
     assert built.report.edges["impression>click"]["rate"] is None

@@ -23,9 +23,12 @@ def _partition_events(world: Path, dest: Path) -> int:
     return events.num_rows
 
 
+TABLES = ("impressions", "users", "items")  # copied whole; events are split by day
+
+
 def _source(world: Path, dest: Path) -> int:
     (dest / "events").mkdir(parents=True)
-    for name in ("impressions", "users", "items"):
+    for name in TABLES:
         (dest / f"{name}.parquet").write_bytes((world / f"{name}.parquet").read_bytes())
     return _partition_events(world, dest)
 
@@ -48,7 +51,11 @@ def test_ingest_from_gcs(small_world: Path, tmp_path: Path, gcs_bucket: str) -> 
     for path in sorted((tmp_path / "src").rglob("*.parquet")):
         storage.write_bytes_atomic(f"{uri}/{path.relative_to(tmp_path / 'src')}", path.read_bytes())
     counts = ingest_logs(uri, tmp_path / "run")
-    assert counts["events"] == n_events and counts["users"] > 0
+    rows = {n: pq.ParquetFile(small_world / f"{n}.parquet").metadata.num_rows for n in TABLES}
+    assert counts == rows | {"events": n_events}
+    for name in ("impressions", "users", "items"):
+        copied = pq.read_table(tmp_path / "run" / f"{name}.parquet")
+        assert copied.equals(pq.read_table(small_world / f"{name}.parquet")), name
 
 
 def test_missing_table_is_named(small_world: Path, tmp_path: Path) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import yaml
+from kfp_ir import parse_ir_strictly
 
 from components.images import HM3_IMAGE, HM3_TRAIN_IMAGE
 from pipelines.compile import compile_pipeline
@@ -48,7 +50,10 @@ def test_dag_has_every_step_in_order(compiled) -> None:
     assert deps["train-model"] == {"join-training-table"}
     assert {"train-model", "for-loop-2", "join-training-table"} <= deps["evaluate-model"]
     assert deps["gate-decision"] == {"evaluate-model"}
-    assert "trigger_policy" not in tasks["evaluate-model"]
+    # Evaluation always runs: a root-DAG task without a trigger policy (the IR's key is
+    # camelCase; only the deploy step sits under the gate's condition).
+    assert "evaluate-model" in spec["root"]["dag"]["tasks"]
+    assert "triggerPolicy" not in tasks["evaluate-model"]
     condition = next(t for t in tasks.values() if "triggerPolicy" in t)
     assert "gate-decision" in condition["triggerPolicy"]["condition"]
     assert "deploy" in condition["triggerPolicy"]["condition"]
@@ -153,3 +158,70 @@ def test_no_top_level_folder_shadows_an_importable_package() -> None:
     theirs = (theirs | {"docker", "kubernetes", "google"}) - {"docs", "tests"}
     folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
     assert not folders & theirs, folders & theirs
+
+
+def _ir_documents(path: Path) -> tuple[dict, dict | None]:
+    docs = list(yaml.safe_load_all(path.read_text()))
+    assert 1 <= len(docs) <= 2, len(docs)  # the pipeline spec, then the platform spec if any
+    return docs[0], docs[1] if len(docs) == 2 else None
+
+
+@pytest.mark.parametrize("flags", [[], ["--use-gpu", "--gpus", "2"]], ids=["cpu", "gpu"])
+def test_hm3_compile_output_parses_strictly_as_the_backend_reads_it(
+    tmp_path: Path, flags: list[str]
+) -> None:
+    """`hm3 compile` writes IR whose every field the KFP backend's protos know."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    out = tmp_path / "hm3.yaml"
+    result = CliRunner().invoke(app, ["compile", "--out", str(out), *flags])
+    assert result.exit_code == 0, result.output
+    pipeline, platform = _ir_documents(out)
+    spec = parse_ir_strictly(pipeline, platform)
+    assert spec.pipeline_info.name == "hm3-cvr"
+    assert {"load-logs", "evaluate-model", "gate-decision"} <= set(spec.root.dag.tasks)
+
+
+def test_strict_parsing_rejects_what_the_backend_rejects(tmp_path: Path) -> None:
+    """The check has teeth: an unknown field anywhere, or a mistyped one, is refused by name."""
+    from google.protobuf.json_format import ParseError
+    from kfp import compiler, dsl, kubernetes
+
+    out = tmp_path / "hm3.yaml"
+    compile_pipeline(out)
+    pipeline, _ = _ir_documents(out)
+
+    def container(doc: dict) -> dict:
+        return doc["deploymentSpec"]["executors"]["exec-train-model"]["container"]
+
+    for field, edit in [
+        ("pipelineRoot", lambda doc: doc.update(pipelineRoot="gs://x")),  # defaultPipelineRoot
+        ("imageUri", lambda doc: container(doc).update(imageUri="x")),
+        ("env", lambda doc: container(doc).update(env={"A": "1"})),  # a map where a list belongs
+    ]:
+        broken = copy.deepcopy(pipeline)
+        edit(broken)
+        with pytest.raises(ParseError, match=field):
+            parse_ir_strictly(broken)
+
+    @dsl.component(base_image="python:3.11")
+    def noop():  # kfp reads a return annotation as an output type
+        pass
+
+    @dsl.pipeline(name="with-platform-spec")
+    def with_platform_spec():
+        kubernetes.add_node_selector(noop(), "cloud.google.com/gke-accelerator", "nvidia-h100")
+
+    small = tmp_path / "small.yaml"
+    compiler.Compiler().compile(with_platform_spec, str(small))
+    pipeline, platform = _ir_documents(small)
+    assert platform is not None
+    parse_ir_strictly(pipeline, platform)
+    executor = next(
+        iter(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values())
+    )
+    executor["nodeSelectr"] = {"labels": {}}
+    with pytest.raises(ParseError, match="nodeSelectr"):
+        parse_ir_strictly(pipeline, platform)
