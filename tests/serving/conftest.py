@@ -19,12 +19,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from online_features import online_truth as _online_truth
 
 from model.data import schema
 
@@ -230,3 +232,11 @@ def exported_servers(
     specs = {"predictor": exported, "transformer": [*exported, "--feast_repo", str(feast_repo)]}
     with running(specs, tmp_path_factory.mktemp("exported-server-logs")) as started:
         yield started
+
+
+@pytest.fixture(scope="session")
+def online_truth(
+    small_world: Path, feast_repo: Path
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Every entity's latest snapshot and each feature's default (see `online_features`)."""
+    return _online_truth(small_world, feast_repo)

@@ -5,19 +5,26 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 from kfp import dsl
 from kserve import V1beta1InferenceService
+from online_features import feast_completed, offline_scores
 
 from components.deploy_model import deploy_model
 from components.serving.deploy import DeployConfig, deploy, inference_service
+from model.artifact import load_model
 from model.evaluate.registry import read_registry
 from model.storage import ArtifactError
 
 
 def test_local_deploy_serves_one_real_request_and_records_the_champion(
-    artifact: Path, feast_repo: Path, tmp_path: Path
+    artifact: Path,
+    feast_repo: Path,
+    online_truth: tuple[dict[str, pd.DataFrame], dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     deployment = dsl.Artifact(uri=str(tmp_path / "deployment.json"))
     answer = deploy_model.python_func(
@@ -31,10 +38,12 @@ def test_local_deploy_serves_one_real_request_and_records_the_champion(
     prediction = json.loads(answer)
     version = json.loads((artifact / "config.json").read_text())["version"]
     assert prediction["model_version"] == version
-    assert 0.0 <= prediction["p_cvr"] <= 1.0
-    assert prediction["p_ctcvr"] == pytest.approx(
-        prediction["p_ctr"] * prediction["p_cvr"], rel=1e-5
-    )
+    # The one request the deployment sends is scored as the artifact scores it offline, with the
+    # features the online store holds for that user and item.
+    completed, _ = feast_completed([dict(DeployConfig().instance)], online_truth)
+    expected = offline_scores(load_model(artifact), completed)
+    for task, values in expected.items():
+        assert prediction[f"p_{task}"] == pytest.approx(float(values[0]), abs=1e-6), task
     record = read_registry(str(tmp_path / "deploy"))
     assert record is not None
     published = tmp_path / "deploy" / "models" / version
