@@ -143,9 +143,30 @@ def world_name(args: argparse.Namespace) -> str:
     )
 
 
+def _feature_rate(text: str) -> tuple[str, float]:
+    """`FEATURE=LR` -> (feature, lr), for --feature-embedding-lr."""
+    name, sep, rate = text.partition("=")
+    try:
+        if not (sep and name):
+            raise ValueError
+        return name, float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected FEATURE=LR, e.g. item_id=1e-3; got {text!r}"
+        ) from None
+
+
 def setting_tag(train_config: dict) -> str:
-    """Runs are cached per training setting: everything but kind and seed."""
-    setting = {k: v for k, v in train_config.items() if k not in ("model_kind", "seed")}
+    """Runs are cached per training setting: everything but kind and seed.
+
+    An empty `feature_embedding_lr` is left out, so runs cached before that option existed keep
+    their tag (they trained without it).
+    """
+    setting = {
+        k: v
+        for k, v in train_config.items()
+        if k not in ("model_kind", "seed") and not (k == "feature_embedding_lr" and not v)
+    }
     return hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -163,6 +184,7 @@ def train_config(
         dropout=args.dropout,
         lr=args.lr,
         embedding_lr=args.embedding_lr,
+        feature_embedding_lr=dict(args.feature_embedding_lr),
         embedding_l2=args.embedding_l2,
         batch_size=args.batch_size,
         epochs=args.epochs,
@@ -840,6 +862,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dim", type=int, default=12)
     parser.add_argument("--interaction", default=INTERACTION, help="See TrainConfig.")
     parser.add_argument("--embedding-lr", type=float, default=EMBEDDING_LR)
+    parser.add_argument(
+        "--feature-embedding-lr",
+        type=_feature_rate,
+        action="append",
+        default=[],
+        metavar="FEATURE=LR",
+        help="Learning rate of one feature's embedding rows (TrainConfig.feature_embedding_lr), "
+        "e.g. item_id=1e-3; repeat for several features.",
+    )
     parser.add_argument("--embedding-l2", type=float, default=EMBEDDING_L2)
     parser.add_argument("--hidden", type=int, nargs="+", default=[64, 32])
     parser.add_argument("--dropout", type=float, default=0.1)

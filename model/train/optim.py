@@ -24,7 +24,10 @@ class LazyAdam(torch.optim.Optimizer):
     distinct rows r::
 
         m[r] += (1 - b1) * (g - m[r]);  v[r] += (1 - b2) * (g^2 - v[r])
-        p[r] -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m[r] / (sqrt(v[r]) + eps)
+        p[r] -= lr * s[r] * sqrt(1 - b2^t) / (1 - b1^t) * m[r] / (sqrt(v[r]) + eps)
+
+    with s an optional per-row multiplier of the learning rate (`row_scale`, shape (rows,), 1
+    when not given): rows of different features of one fused table can learn at different rates.
     """
 
     def __init__(
@@ -33,6 +36,7 @@ class LazyAdam(torch.optim.Optimizer):
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        row_scale: torch.Tensor | None = None,
     ) -> None:
         if lr < 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
@@ -40,7 +44,9 @@ class LazyAdam(torch.optim.Optimizer):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+        if row_scale is not None and not (row_scale.dim() == 1 and bool((row_scale >= 0).all())):
+            raise ValueError("row_scale must be a 1-D tensor of multipliers >= 0")
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "row_scale": row_scale})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -56,7 +62,9 @@ class LazyAdam(torch.optim.Optimizer):
                     continue
                 if not param.grad.is_sparse:
                     raise RuntimeError("LazyAdam needs sparse gradients; use Adam for dense ones")
-                self._update(param, param.grad, group["lr"], beta1, beta2, group["eps"])
+                self._update(
+                    param, param.grad, group["lr"], beta1, beta2, group["eps"], group["row_scale"]
+                )
         return loss
 
     def _update(
@@ -67,6 +75,7 @@ class LazyAdam(torch.optim.Optimizer):
         beta1: float,
         beta2: float,
         eps: float,
+        row_scale: torch.Tensor | None,
     ) -> None:
         state = self.state[param]
         if not state:
@@ -89,5 +98,8 @@ class LazyAdam(torch.optim.Optimizer):
         exp_avg.index_copy_(0, rows, m)
         exp_avg_sq.index_copy_(0, rows, v)
         step_size = lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
-        updated = param.index_select(0, rows).addcdiv_(m, v.sqrt_().add_(eps), value=-step_size)
+        direction = m.div_(v.sqrt_().add_(eps))
+        if row_scale is not None:
+            direction.mul_(row_scale.index_select(0, rows).unsqueeze(1))
+        updated = param.index_select(0, rows).add_(direction, alpha=-step_size)
         param.index_copy_(0, rows, updated)

@@ -79,6 +79,10 @@ class TrainConfig:
             dozen times per epoch and Adam's per-row normalization gives each such update a
             full-size step, so the table memorizes ids long before the towers converge; the
             default 1e-4 (chosen on validation CVR AUC, docs/model.md) slows that down.
+        feature_embedding_lr: Feature name -> learning rate of that categorical feature's rows of
+            the table, overriding `embedding_lr` for it (e.g. `{"item_id": 1e-3}`: an item is
+            seen far more often than a user, so its rows can learn faster before they memorize).
+            Needs the sparse table and adam/adamw (a per-row rate of `LazyAdam`).
         embedding_l2: Strength lambda of a Gaussian prior on every embedding row (variance
             1 / (2 lambda), in units of the per-impression loss): each pass over the training
             split adds lambda * ||w||^2 once per row, applied lazily to the rows a batch uses,
@@ -116,6 +120,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     embedding_lr: float | None = 1e-4
+    feature_embedding_lr: dict[str, float] = field(default_factory=dict)
     embedding_l2: float = 0.0
     weight_decay: float = 0.0
     batch_size: int = 2048
@@ -137,6 +142,7 @@ class TrainConfig:
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "split", tuple(self.split))
         object.__setattr__(self, "loss_weights", dict(self.loss_weights))
+        object.__setattr__(self, "feature_embedding_lr", dict(self.feature_embedding_lr))
         if self.model_kind not in MODEL_KINDS:
             raise ValueError(
                 f"model_kind must be one of {sorted(MODEL_KINDS)}, got {self.model_kind!r}"
@@ -171,6 +177,18 @@ class TrainConfig:
         ):
             raise ValueError(
                 f"embedding_lr must be a positive number or null, got {self.embedding_lr!r}"
+            )
+        for name, rate in self.feature_embedding_lr.items():
+            if not (isinstance(rate, int | float) and math.isfinite(rate) and rate > 0):
+                raise ValueError(
+                    f"feature_embedding_lr[{name!r}] must be a positive number, got {rate!r}"
+                )
+        if self.feature_embedding_lr and not (
+            self.sparse_embeddings and self.optimizer in ("adam", "adamw")
+        ):
+            raise ValueError(
+                "feature_embedding_lr needs sparse_embeddings and optimizer adam or adamw, got "
+                f"sparse_embeddings={self.sparse_embeddings}, optimizer={self.optimizer!r}"
             )
         if not (
             isinstance(self.embedding_l2, int | float)
@@ -247,13 +265,16 @@ class TrainResult:
     weights_sum: float
 
 
-def make_optimizers(cfg: TrainConfig, net: GraphNet) -> list[torch.optim.Optimizer]:
+def make_optimizers(
+    cfg: TrainConfig, net: GraphNet, spec: FeatureSpec | None = None
+) -> list[torch.optim.Optimizer]:
     """The configured optimizer for dense parameters, plus a sparse one for a sparse table.
 
     Sparse embedding rows get the sparse counterpart of the configured optimizer: `LazyAdam`
     (SparseAdam's update without its coalesce: moments of a row move only when the row is used)
     for adam/adamw, Adagrad for adagrad, plain SGD for sgd; no weight decay on them. Adam and
     AdamW run their fused kernels (one pass over all dense parameters, on CPU and CUDA).
+    `cfg.feature_embedding_lr` becomes LazyAdam's per-row rate; it needs the net's `spec`.
     """
     sparse, dense = net.parameter_groups()
     lr, wd = cfg.lr, cfg.weight_decay
@@ -274,12 +295,35 @@ def make_optimizers(cfg: TrainConfig, net: GraphNet) -> list[torch.optim.Optimiz
         optimizers = [torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=wd)]
     if sparse:
         if cfg.optimizer in ("adam", "adamw"):
-            optimizers.append(LazyAdam(sparse, lr=emb_lr))
+            scale = _row_lr_scale(cfg, spec, emb_lr, table) if cfg.feature_embedding_lr else None
+            optimizers.append(LazyAdam(sparse, lr=emb_lr, row_scale=scale))
         elif cfg.optimizer == "adagrad":
             optimizers.append(torch.optim.Adagrad(sparse, lr=emb_lr))
         else:
             optimizers.append(torch.optim.SGD(sparse, lr=emb_lr))
     return optimizers
+
+
+def _row_lr_scale(
+    cfg: TrainConfig, spec: FeatureSpec | None, emb_lr: float, table: torch.Tensor
+) -> torch.Tensor:
+    """Per-row multiplier of `emb_lr` that gives each overridden feature its own rate."""
+    if spec is None:
+        raise ValueError("feature_embedding_lr needs the feature spec to find each feature's rows")
+    names = [f.name for f in spec.categorical]
+    unknown = sorted(set(cfg.feature_embedding_lr) - set(names))
+    if unknown:
+        raise ValueError(
+            f"feature_embedding_lr names {unknown}, not categorical features of this table; "
+            f"it has {names}"
+        )
+    scale = torch.ones(table.shape[0], dtype=table.dtype, device=table.device)
+    start = 0
+    for feature in spec.categorical:
+        if feature.name in cfg.feature_embedding_lr:
+            scale[start : start + feature.size] = cfg.feature_embedding_lr[feature.name] / emb_lr
+        start += feature.size
+    return scale
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -485,7 +529,7 @@ def _train(
     data = _load_data(data_path, cfg, device, ddp.world)
     torch.manual_seed(cfg.seed)
     net = _build_net(cfg, data.spec, ddp, device)
-    optimizers = make_optimizers(cfg, net)
+    optimizers = make_optimizers(cfg, net, data.spec)
     stopper = EarlyStopping(cfg.patience, net)
     ckpt_path = checkpoint_path(out)
     epoch, history = 0, []

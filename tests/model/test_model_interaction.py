@@ -15,6 +15,7 @@ from model.data.encoding import FeatureInfo, FeatureSpec
 from model.nn.embedding import INTERACTIONS, FeatureEmbedding
 from model.nn.losses import multitask_loss
 from model.nn.nets import MODEL_KINDS, build_model
+from model.train.optim import LazyAdam
 from model.train.trainer import TrainConfig, make_optimizers, train
 
 SPEC = FeatureSpec(
@@ -89,6 +90,28 @@ def test_embedding_lr_sets_the_table_rate_sparse_or_dense():
         assert set(rates.values()) == {1e-3}
     with pytest.raises(ValueError, match="embedding_lr"):
         TrainConfig(embedding_lr=0.0)
+
+
+def test_feature_embedding_lr_gives_one_feature_its_own_rows_rate():
+    net = build_model("esmm", SPEC, DIM, (8,), 0.0, sparse_embeddings=True)
+    cfg = TrainConfig(lr=1e-3, embedding_lr=2e-4, feature_embedding_lr={"item_id": 1e-3})
+    (lazy,) = [opt for opt in make_optimizers(cfg, net, SPEC) if isinstance(opt, LazyAdam)]
+    scale = lazy.param_groups[0]["row_scale"]
+    # Rows in spec order: user_id 0-49, item_id 50-89, scene 90-94.
+    assert lazy.param_groups[0]["lr"] == 2e-4
+    torch.testing.assert_close(scale[50:90] * 2e-4, torch.full((40,), 1e-3))
+    assert torch.equal(scale[:50], torch.ones(50)) and torch.equal(scale[90:], torch.ones(5))
+    named = r"\['brand_id'\].*it has \['user_id', 'item_id', 'scene'\]"
+    with pytest.raises(ValueError, match=named):
+        make_optimizers(TrainConfig(feature_embedding_lr={"brand_id": 1e-3}), net, SPEC)
+    with pytest.raises(ValueError, match="needs the feature spec"):
+        make_optimizers(cfg, net)
+    with pytest.raises(
+        ValueError, match=r"feature_embedding_lr\['item_id'\] must be a positive number"
+    ):
+        TrainConfig(feature_embedding_lr={"item_id": 0.0})
+    with pytest.raises(ValueError, match="needs sparse_embeddings"):
+        TrainConfig(feature_embedding_lr={"item_id": 1e-3}, sparse_embeddings=False)
 
 
 def test_artifact_with_interaction_round_trips_and_export_matches(tiny_table, tmp_path):

@@ -59,6 +59,28 @@ def test_lazy_adam_accepts_coalesced_gradients_and_round_trips_its_state():
     )
 
 
+def test_row_scale_multiplies_each_rows_step():
+    # A linear loss has a constant gradient, so both optimizers keep identical moments and each
+    # row's displacement after any number of steps is exactly its multiplier times the plain one.
+    ours, ref = _embedding_pair(rows=6)
+    scale = torch.tensor([0.0, 0.5, 1.0, 2.0, 10.0, 1.0])
+    opt_ours = LazyAdam(ours.parameters(), lr=0.01, row_scale=scale)
+    opt_ref = LazyAdam(ref.parameters(), lr=0.01)
+    start = ref.weight.detach().clone()
+    ids = torch.tensor([0, 1, 1, 2, 3, 4])  # row 5 never looked up
+    coef = torch.randn(6, 4, generator=torch.Generator().manual_seed(2))
+    for _ in range(5):
+        for emb, opt in ((ours, opt_ours), (ref, opt_ref)):
+            opt.zero_grad(set_to_none=True)
+            (emb(ids) * coef).sum().backward()
+            opt.step()
+    moved_ref = ref.weight.detach() - start
+    torch.testing.assert_close(ours.weight.detach() - start, moved_ref * scale[:, None])
+    assert moved_ref[:5].abs().min() > 0 and torch.equal(moved_ref[5], torch.zeros(4))
+    with pytest.raises(ValueError, match="row_scale"):
+        LazyAdam(ours.parameters(), row_scale=torch.tensor([1.0, -1.0]))
+
+
 def test_lazy_adam_refuses_dense_gradients_and_bad_settings():
     param = nn.Parameter(torch.zeros(3, 2))
     param.grad = torch.ones(3, 2)
