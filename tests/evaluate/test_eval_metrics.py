@@ -112,7 +112,11 @@ def test_log_loss_hand_computed_and_clipped() -> None:
     p = np.array([0.8, 0.4])
     assert log_loss(y, p) == pytest.approx(-(np.log(0.8) + np.log(0.6)) / 2)
     assert log_loss(y, p) == pytest.approx(skm.log_loss(y, p))
-    assert np.isfinite(log_loss(np.array([1]), np.array([0.0])))
+    # Clipped to [eps, 1 - eps] with the documented eps = 1e-7: a certain miss costs -log(1e-7)
+    # either way, and a probability inside the bounds is not clipped.
+    assert log_loss(np.array([1]), np.array([0.0])) == pytest.approx(-np.log(1e-7))
+    assert log_loss(np.array([0]), np.array([1.0])) == pytest.approx(-np.log(1e-7))
+    assert log_loss(np.array([1]), np.array([1e-5])) == pytest.approx(-np.log(1e-5))
     with pytest.raises(ValueError, match=r"probs\[0\] = 1.5: probabilities must be in \[0, 1\]"):
         log_loss(np.array([1]), np.array([1.5]))
 
