@@ -112,7 +112,11 @@ def test_log_loss_hand_computed_and_clipped() -> None:
     p = np.array([0.8, 0.4])
     assert log_loss(y, p) == pytest.approx(-(np.log(0.8) + np.log(0.6)) / 2)
     assert log_loss(y, p) == pytest.approx(skm.log_loss(y, p))
-    assert np.isfinite(log_loss(np.array([1]), np.array([0.0])))
+    # Clipped to [eps, 1 - eps] with the documented eps = 1e-7: a certain miss costs -log(1e-7)
+    # either way, and a probability inside the bounds is not clipped.
+    assert log_loss(np.array([1]), np.array([0.0])) == pytest.approx(-np.log(1e-7))
+    assert log_loss(np.array([0]), np.array([1.0])) == pytest.approx(-np.log(1e-7))
+    assert log_loss(np.array([1]), np.array([1e-5])) == pytest.approx(-np.log(1e-5))
     with pytest.raises(ValueError, match=r"probs\[0\] = 1.5: probabilities must be in \[0, 1\]"):
         log_loss(np.array([1]), np.array([1.5]))
 
@@ -124,6 +128,11 @@ def test_calibration_deciles_and_ece_hand_computed() -> None:
     np.testing.assert_allclose(cal.observed_rate, [0.0, 0.5])
     assert cal.counts.tolist() == [2, 2]
     assert cal.ece == pytest.approx(0.5 * 0.1 + 0.5 * 0.2)
+    # Bins of unequal count (3 rows in 2 bins: 2 and 1): each gap weighs count / n, so the
+    # ECE is 2/3 * 0.2 + 1/3 * 0.4, not the unweighted mean of the gaps (0.3).
+    cal = calibration(np.array([0, 0, 1]), np.array([0.1, 0.3, 0.6]), bins=2)
+    assert cal.counts.tolist() == [2, 1]
+    assert cal.ece == pytest.approx(2 / 3 * 0.2 + 1 / 3 * 0.4)
     # Perfectly calibrated in expectation: labels drawn from the predictions.
     rng = np.random.default_rng(0)
     p = rng.random(200_000) * 0.1

@@ -20,8 +20,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from model import artifact
+from model.artifact import HISTORY
 from model.storage import ArtifactError
-from model.train.trainer import TrainConfig, train
+from model.train.trainer import TrainConfig, _RunLog, train
 
 ROOT = Path(__file__).resolve().parents[2]
 # The trainer ranks float32 logits, the artifact float32 probabilities: equal AUCs but for
@@ -177,6 +178,28 @@ def test_resume_after_kill_gives_the_same_final_model(tiny_table, tmp_path):
     wa = load_file(str(killed / "model.safetensors"))
     wb = load_file(str(tmp_path / "straight" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_history_json_is_replaced_whole_not_rewritten_in_place(tmp_path):
+    """Each epoch's history.json is a new file renamed over the old one (storage.write_text_atomic).
+
+    A reader polling it (the resume test above, a dashboard) then reads one whole history, never
+    a truncated or half-written file. Rewritten in place, the file a reader already holds open is
+    truncated and refilled under it: that reader reads the new content, not the version it opened.
+    """
+    log = _RunLog(tmp_path, enabled=True)
+    try:
+        first = [{"epoch": 1, "train_loss": 0.5}]
+        log.write(first[-1], first)
+        path = tmp_path / HISTORY
+        with path.open() as reader:  # opened before the next epoch's write, read after it
+            second = [*first, {"epoch": 2, "train_loss": 0.4}]
+            log.write(second[-1], second)
+            assert json.loads(reader.read()) == first, "history.json was rewritten in place"
+        assert json.loads(path.read_text()) == second
+        assert sorted(p.name for p in tmp_path.iterdir()) == [HISTORY, "tensorboard"]  # no temp
+    finally:
+        log.close()
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tiny_table, tmp_path):
