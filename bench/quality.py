@@ -81,6 +81,10 @@ SPLIT = (0.45, 0.15, 0.40)
 PATIENCE = 2
 INTERACTION = "dot"
 EMBEDDING_LR = 1e-4
+# Items, brands and categories recur in the log far more often than a user does, so their rows
+# learn at 10x the table's rate before they memorize (chosen on the validation split of the
+# quality world, docs/model.md "Choosing the training setting").
+FEATURE_EMBEDDING_LR = {"item_id": 1e-3, "brand_id": 1e-3, "category_id": 1e-3}
 EMBEDDING_L2 = 0.0
 # Data multiples of the baseline in the data-efficiency curve (HM^3 trains at 1).
 MULTIPLES = (1, 2, 4)
@@ -143,8 +147,17 @@ def world_name(args: argparse.Namespace) -> str:
     )
 
 
+def feature_rates(given: list[tuple[str, float]] | None) -> dict[str, float]:
+    """--feature-embedding-lr as a TrainConfig mapping: the default unless given; `none` clears."""
+    if given is None:
+        return dict(FEATURE_EMBEDDING_LR)
+    return {name: rate for name, rate in given if name != "none"}
+
+
 def _feature_rate(text: str) -> tuple[str, float]:
-    """`FEATURE=LR` -> (feature, lr), for --feature-embedding-lr."""
+    """`FEATURE=LR` (or `none`) -> (feature, lr), for --feature-embedding-lr."""
+    if text == "none":
+        return "none", 0.0
     name, sep, rate = text.partition("=")
     try:
         if not (sep and name):
@@ -184,7 +197,7 @@ def train_config(
         dropout=args.dropout,
         lr=args.lr,
         embedding_lr=args.embedding_lr,
-        feature_embedding_lr=dict(args.feature_embedding_lr),
+        feature_embedding_lr=feature_rates(args.feature_embedding_lr),
         embedding_l2=args.embedding_l2,
         batch_size=args.batch_size,
         epochs=args.epochs,
@@ -866,10 +879,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--feature-embedding-lr",
         type=_feature_rate,
         action="append",
-        default=[],
+        default=None,
         metavar="FEATURE=LR",
         help="Learning rate of one feature's embedding rows (TrainConfig.feature_embedding_lr), "
-        "e.g. item_id=1e-3; repeat for several features.",
+        "e.g. item_id=1e-3; repeat for several features. Given, it replaces the default "
+        f"{FEATURE_EMBEDDING_LR}; `none` alone trains every row at --embedding-lr.",
     )
     parser.add_argument("--embedding-l2", type=float, default=EMBEDDING_L2)
     parser.add_argument("--hidden", type=int, nargs="+", default=[64, 32])

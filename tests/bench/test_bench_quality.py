@@ -275,3 +275,18 @@ def test_score_mismatches_name_runs_whose_predictions_disagree_with_their_record
     (message,) = quality.score_mismatches(records, aucs, "cvr_entire")
     assert message.startswith("hm3 seed 0: cvr_entire AUC 0.810000")
     assert quality.score_mismatches(records, {("hm3", 0): 0.7, ("naive", 0): 0.6}, "cvr") == []
+
+
+def test_feature_embedding_lr_flag_replaces_the_default_and_keeps_old_cache_tags():
+    default = quality.train_config("hm3", 0, quality.parse_args([]))
+    assert default["feature_embedding_lr"] == quality.FEATURE_EMBEDDING_LR
+    given = quality.parse_args(["--feature-embedding-lr", "item_id=3e-4"])
+    assert quality.train_config("hm3", 0, given)["feature_embedding_lr"] == {"item_id": 3e-4}
+    cleared = quality.train_config("hm3", 0, quality.parse_args(["--feature-embedding-lr", "none"]))
+    assert cleared["feature_embedding_lr"] == {}
+    # Runs cached before the option existed had no such key: an empty mapping hashes like them.
+    before = {k: v for k, v in cleared.items() if k != "feature_embedding_lr"}
+    assert quality.setting_tag(cleared) == quality.setting_tag(before)
+    assert quality.setting_tag(default) != quality.setting_tag(cleared)
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--feature-embedding-lr", "item_id"])
