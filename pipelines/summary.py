@@ -51,6 +51,9 @@ def print_summary(result: LocalRunResult) -> None:
     if entire:
         console.print(entire)
     console.print(candidate_sentence(metrics, gaps))
+    unconverged = convergence_line(result.out / "models")
+    if unconverged:
+        console.print(unconverged)
     console.print(f"gate: [bold]{result.decision}[/bold]")
     for reason in result.reasons:
         console.print(f"  - {reason}")
@@ -109,6 +112,27 @@ def candidate_sentence(metrics: dict, gaps: dict, candidate: str = "hm3") -> str
     if gap["lo"] <= 0 <= gap["hi"]:
         return text + ": not significant at this size; see bench/quality.py"
     return text + (": significant" if gap["lo"] > 0 else ": significantly worse")
+
+
+def convergence_line(models_dir: Path) -> str | None:
+    """A warning naming the models whose best epoch was their last: still improving when stopped.
+
+    Entire-space models need more passes than naive CVR (their CVR tower sees negatives only
+    through pCTR x pCVR), so a budget that stops them early can manufacture naive's lead.
+    """
+    stopped = []
+    for config_path in sorted(models_dir.glob("*/config.json")):
+        config = json.loads(config_path.read_text())
+        budget = config["train_config"]["epochs"]
+        if config["best_epoch"] == budget:
+            stopped.append(f"{config['kind']} ({budget})")
+    if not stopped:
+        return None
+    return (
+        "not converged: best epoch = epoch budget for " + ", ".join(stopped) + "; validation "
+        "CVR AUC was still rising, so this ordering is not that of trained-out models "
+        "(bench/quality.py trains each to its own convergence)"
+    )
 
 
 def serve_until_interrupted(
