@@ -280,6 +280,12 @@ def make_optimizers(
     lr, wd = cfg.lr, cfg.weight_decay
     emb_lr = cfg.embedding_lr if cfg.embedding_lr is not None else lr
     table = net.embedding.table.weight
+    if cfg.feature_embedding_lr and not sparse:
+        # Multi-GPU training builds a dense table whatever the config says (see `_build_net`).
+        raise ValueError(
+            "feature_embedding_lr needs a sparse embedding table; this one is dense "
+            "(multi-GPU DDP trains a dense table): drop feature_embedding_lr for this run"
+        )
     # A dense table (sparse_embeddings off) is a parameter group of its own, at emb_lr.
     groups: list[dict[str, Any]] = [{"params": [p for p in dense if p is not table]}]
     if not sparse:

@@ -112,6 +112,9 @@ def test_feature_embedding_lr_gives_one_feature_its_own_rows_rate():
         TrainConfig(feature_embedding_lr={"item_id": 0.0})
     with pytest.raises(ValueError, match="needs sparse_embeddings"):
         TrainConfig(feature_embedding_lr={"item_id": 1e-3}, sparse_embeddings=False)
+    dense_table = build_model("esmm", SPEC, DIM, (8,), 0.0, sparse_embeddings=False)
+    with pytest.raises(ValueError, match="needs a sparse embedding table; this one is dense"):
+        make_optimizers(cfg, dense_table, SPEC)
 
 
 def test_artifact_with_interaction_round_trips_and_export_matches(tiny_table, tmp_path):
