@@ -31,9 +31,12 @@ the best baseline at full data (highest mean clicked CVR AUC among esm2, esmm, n
 interpolated linearly in log2(multiple); beyond 4x only a lower bound is known ("k" null,
 "k_lower_bound" 4), at 1x already an upper bound ("k" null, "k_upper_bound" 1).
 
-The information ceilings (`--ceiling-draws N`, default off; default split only) score the exact
+The information ceilings (on by default, `--skip-ceilings` turns them off) score the exact
 p(buy | click) when some latents are unknown and integrated over their prior
-(`model.world.ceiling`); `--reference` adds gradient-boosted trees on the observable features.
+(`model.world.ceiling`). The label information table (`model.world.label_information`) says,
+without a model, how much of the item's purchase intent each model family's labels reveal beyond
+the features, and the ceiling that allows: the most HM^3's D-Micro labels can add over ESM^2 at the
+item level. `--reference` adds gradient-boosted trees on the observable features.
 
 Output: the tables below on stdout and, with `--json FILE`, one document:
     {"world": <world.json>, "kinds": {kind: {cvr_auc: [per seed], mean, std, best_epochs,
@@ -98,6 +101,8 @@ METRICS = (
 )
 ENTIRE = "cvr_entire"  # scored by model.evaluate.scoring on all test rows vs buy_if_clicked
 ENTIRE_LABEL = "buy_if_clicked"
+# Name prefix of the ceilings whose item intent is read from labels (label_information_table).
+LABEL_READOUT = "oracle without the user's own intent, item intent read from"
 
 
 def prepare(world_dir: Path, args: argparse.Namespace) -> Path:
@@ -721,7 +726,13 @@ def ceilings(world_dir: Path, table_path: Path, split: tuple[float, float, float
     from model.world import ceiling, world_files
 
     integration = ceiling.Integration()
-    world_sources = ("ceiling.py", "world_files.py", "mechanism.py", "sampling.py")
+    world_sources = (
+        "ceiling.py",
+        "label_information.py",
+        "world_files.py",
+        "mechanism.py",
+        "sampling.py",
+    )
     sources = [(ROOT / "model" / "world" / f).read_text() for f in world_sources]
     key = json.dumps(
         [repr(integration), list(split), [repr(k) for k in ceiling.CEILINGS], *sources],
@@ -741,6 +752,11 @@ def ceilings(world_dir: Path, table_path: Path, split: tuple[float, float, float
             f"the rebuilt world does not reproduce {world_dir}/truth.parquet (max |diff| "
             f"{mismatch:.3g}): simulator changed since the world was written?"
         )
+    train, _ = load_eval_frame(str(table_path), EvalConfig(split="train"), fractions=split)
+    information = world_files.label_information(world_dir, train, frame, integration)
+    del train
+    readout = {name: f"{LABEL_READOUT} {name}" for name in information}
+    probs |= {readout[name]: v["cvr"] for name, v in information.items()}
     scores = evaluate_predictions(
         frame, {name: {"cvr": p} for name, p in probs.items()}, EvalConfig(bootstrap=0)
     )
@@ -752,11 +768,31 @@ def ceilings(world_dir: Path, table_path: Path, split: tuple[float, float, float
         "metrics": {
             name: {k: getattr(scores[name]["cvr"], k) for k in ("auc", "gauc", "logloss", "ece")}
             for name in ("oracle", *probs)
+            if name not in readout.values()
+        },
+        "label_information": {
+            name: {
+                "item_intent_r2": v["item_intent_r2"],
+                "cvr_auc": scores[readout[name]]["cvr"].auc,
+            }
+            for name, v in information.items()
         },
     }
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(record, indent=2))
     return record
+
+
+def label_information_table(record: dict) -> str:
+    """Item intent read from each family's labels: its R^2 and the CVR ceiling it allows."""
+    lines = [
+        "| labels read (linear read-out of item intent, cross-fitted over items) "
+        "| R^2 of item intent | CVR AUC ceiling |",
+        "|---|---|---|",
+    ]
+    for name, v in record["label_information"].items():
+        lines.append(f"| {name} | {v['item_intent_r2']:.3f} | {v['cvr_auc']:.4f} |")
+    return "\n".join(lines)
 
 
 def ceiling_table(record: dict, cvr: dict[str, np.ndarray]) -> str:
@@ -1110,6 +1146,12 @@ def print_report(document: dict, records: list[dict], args: argparse.Namespace) 
                 if name != "oracle":
                     share = 100 * (hm3 - naive) / (metrics["auc"] - naive)
                     print(f"HM^3 closes {share:.1f}% of the naive-to-<{name}> CVR AUC gap")
+        if "label_information" in ceiling_record:
+            print(
+                f"\nWhat the labels can teach about the item's purchase intent (no model; the "
+                f"ceiling is <{LABEL_READOUT} ...>)\n"
+            )
+            print(label_information_table(ceiling_record))
     reference = document["reference_gbdt"]
     if reference is not None:
         cells = ", ".join(

@@ -71,6 +71,11 @@ class Knowledge:
 CEILINGS = (
     Knowledge("oracle without the user's own intent", ("user",)),
     Knowledge("oracle without user or item own intent", ("user", "item")),
+    # What learning the demographic x category cells can be worth at most, to any model.
+    Knowledge(
+        "oracle without user own or demographic x category intent",
+        ("user", "age_category", "gender_category"),
+    ),
 )
 
 

@@ -1,14 +1,16 @@
 """Read a simulated world back from its files, and score the information ceilings on them.
 
 `load_world` rebuilds the config and population recorded in world.json, `impression_rows` joins
-impressions.parquet on impression ids, and `ceiling_predictions` scores the ceilings of
-`model.world.ceiling` on the clicked rows of an evaluated frame. The files are written by
-`model.world.simulator.simulate`.
+impressions.parquet on impression ids, `ceiling_predictions` scores the ceilings of
+`model.world.ceiling` on the rows of an evaluated frame, and `label_information` the ceilings
+whose item intent is read from each model family's labels (`model.world.label_information`).
+The files are written by `model.world.simulator.simulate`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ import pyarrow.parquet as pq
 
 from model.data import schema
 from model.world.ceiling import CEILINGS, Integration, Knowledge, marginal_cvr, true_cvr
+from model.world.label_information import item_intent_readouts
 from model.world.mechanism import (
     DAY_US,
     ImpressionDraws,
@@ -102,3 +105,37 @@ def ceiling_predictions(
     mismatch = float(np.max(np.abs(true_cvr(cfg, pop, rows) - truth), initial=0.0))
     out = {k.name: marginal_cvr(cfg, pop, rows, k, integration) for k in ceilings}
     return out, mismatch
+
+
+def label_information(
+    world_dir: str | Path,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    integration: Integration | None = None,
+) -> dict[str, dict]:
+    """What each label set can teach about item intent, and the CVR ceiling it allows.
+
+    Args:
+        world_dir: The simulated world.
+        train: Train-window rows of the training table (item_id and the four labels).
+        test: Evaluated rows (impression_id, user_id, click and the item features).
+        integration: Accuracy settings of the ceilings.
+
+    Returns:
+        Label set name -> {"item_intent_r2": R^2 of its read-out of item intent over test
+        clicks, "cvr": p(buy | click) per test row of "oracle without the user's own intent"
+        with that read-out in place of the true item intent}.
+    """
+    cfg, pop = load_world(world_dir)
+    rows = impression_rows(world_dir, test["impression_id"].to_numpy(), cfg)
+    readouts = item_intent_readouts(train, test, pop.item_intent)
+    without_user = Knowledge("oracle without the user's own intent", ("user",))
+    return {
+        name: {
+            "item_intent_r2": r2,
+            "cvr": marginal_cvr(
+                cfg, replace(pop, item_intent=estimate), rows, without_user, integration
+            ),
+        }
+        for name, (estimate, r2) in readouts.items()
+    }
