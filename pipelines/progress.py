@@ -140,6 +140,7 @@ class StepView:
         with self._lock:
             seconds = time.monotonic() - self._started.pop(step)
             self._progress.remove_task(self._rows.pop(step))
+            self._progress.refresh()  # or the next print redraws the spinner of a gone step
         log = self.router.log_path(step)
         # soft_wrap: a long line is the terminal's to wrap, never split in piped output.
         if succeeded:
