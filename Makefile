@@ -7,10 +7,14 @@ STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test bench lint tools clean
 
+# pip's own output goes to .venv/install.log (its tail is shown if it fails): a person reads one
+# line per phase, not a screen of resolver and build output.
 $(STAMP): pyproject.toml
+	@echo "install: .venv with hm3[dev] (pip's output: $(VENV)/install.log)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@$(BIN)/pip install --upgrade pip > $(VENV)/install.log 2>&1 \
+	  && $(BIN)/pip install -e '.[dev]' >> $(VENV)/install.log 2>&1 \
+	  || { tail -n 30 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
 # Servers the tests really start on loopback (Redis for the Feast online store).
@@ -20,7 +24,8 @@ tools:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
 demo: $(STAMP)
-	$(BIN)/hm3 run
+	@echo "run: hm3 run (the whole pipeline on kfp.local; every step's log in out/logs/)"
+	@$(BIN)/hm3 run
 
 test: $(STAMP) tools
 	$(BIN)/pytest -q

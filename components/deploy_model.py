@@ -31,7 +31,7 @@ def deploy_model(
     Feast online store of `manifests/feast-configmap.yaml`, and `feature_store` is unused.
     The model is first published to `<deploy_dir>/models/<version>/` and served from there.
     Writes `deployment` (JSON: mode, endpoint, model URI (the published copy), version,
-    registry, prediction).
+    registry, request and prediction).
 
     Returns:
         The local request's prediction as JSON (local), or the endpoint URL (cluster).
@@ -55,11 +55,14 @@ def deploy_model(
         "model_uri": result.model_uri,
         "version": result.version,
         "registry": result.registry or "",
+        "request": result.request,
         "prediction": result.prediction,
     }
     with open(deployment.path, "w") as handle:
         _json.dump(record, handle, indent=2, sort_keys=True)
-    deployment.metadata.update({k: v for k, v in record.items() if k != "prediction"})
+    deployment.metadata.update(
+        {k: v for k, v in record.items() if k not in ("request", "prediction")}
+    )
     if result.prediction is not None:
         return _json.dumps(result.prediction, sort_keys=True)
     return result.endpoint

@@ -4,7 +4,8 @@
 outputs from the KFP local pipeline root into a stable layout under `out`:
 `metrics.json`, `report.html`, `models/<kind>/`, `labels/`, `features/`, `feature_store/` (the
 run's Feast repo with its materialized SQLite online store), `deployment/` and the KFP local run
-itself under `kfp/`.
+itself under `kfp/`. Everything kfp.local and the components print goes to `logs/<step>.log`
+and `logs/run.log`; the console shows one line per step (`pipelines.progress`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from rich.console import Console
 
 log = logging.getLogger(__name__)
 
@@ -50,39 +55,78 @@ class LocalRunResult:
     decision: str
     reasons: list[str]
     deployment: dict[str, object] | None
+    seconds: float = 0.0  # wall time of the pipeline
+    logs: Path | None = None  # logs/<step>.log and logs/run.log
 
 
-def run_local(cfg: LocalRunConfig) -> LocalRunResult:
-    """Execute the whole pipeline locally and collect its outputs under `cfg.out`."""
+class StepFailed(RuntimeError):
+    """A pipeline step failed; its log names the cause."""
+
+    def __init__(self, step: str, log: Path) -> None:
+        super().__init__(f"step {step} failed; its log: {log}")
+        self.step = step
+        self.log = log
+
+
+def run_local(cfg: LocalRunConfig, verbose: bool = False) -> LocalRunResult:
+    """Execute the whole pipeline locally and collect its outputs under `cfg.out`.
+
+    Args:
+        cfg: The run's options.
+        verbose: Stream every step's full log to stdout (they go to `out/logs/` either way);
+            otherwise stdout shows one line per step.
+
+    Raises:
+        StepFailed: If a step fails (its log's tail has been printed already).
+    """
     from kfp import local
 
     from pipelines.pipeline import create_pipeline
+    from pipelines.progress import StepView
+    from pipelines.task_logs import StepRouter, capture_output, observe_steps
 
     out = cfg.out.resolve()
     root = out / "kfp"
     root.mkdir(parents=True, exist_ok=True)
     before = set(root.iterdir())
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(root),
-        raise_on_error=True,
-    )
     train_config = {"epochs": cfg.epochs, "seed": cfg.seed, "threads": 1} | cfg.train_overrides
-    create_pipeline()(
-        deploy_dir=cfg.deploy_dir or str(out / "deployment"),
-        source_uri=cfg.source_uri,
-        impressions=cfg.impressions,
-        seed=cfg.seed,
-        micro_signal=cfg.micro_signal,
-        users=cfg.users,
-        items=cfg.items,
-        train_config_json=json.dumps(train_config),
-        min_cvr_auc=cfg.min_cvr_auc,
-    )
+    # The console is bound to today's stdout before the router takes sys.stdout over.
+    console = Console(file=sys.stdout)
+    router = StepRouter(out / "logs", echo=sys.stdout if verbose else None)
+    start = time.monotonic()
+    with (
+        StepView(console, router, quiet=not verbose) as view,
+        capture_output(router),
+        observe_steps(view.started, view.ended),
+    ):
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(root),
+            raise_on_error=True,
+        )
+        try:
+            create_pipeline()(
+                deploy_dir=cfg.deploy_dir or str(out / "deployment"),
+                source_uri=cfg.source_uri,
+                impressions=cfg.impressions,
+                seed=cfg.seed,
+                micro_signal=cfg.micro_signal,
+                users=cfg.users,
+                items=cfg.items,
+                train_config_json=json.dumps(train_config),
+                min_cvr_auc=cfg.min_cvr_auc,
+            )
+        except RuntimeError as err:
+            if view.failed is None:
+                raise
+            raise StepFailed(view.failed, router.log_path(view.failed)) from err
+    seconds = time.monotonic() - start
     new = sorted(set(root.iterdir()) - before)
     if len(new) != 1:
         raise RuntimeError(f"expected one new run folder under {root}, found {new}")
-    return collect_outputs(new[0], out)
+    result = collect_outputs(new[0], out)
+    result.seconds, result.logs = seconds, router.folder
+    return result
 
 
 def _task_dirs(run_dir: Path, prefix: str) -> list[Path]:

@@ -7,24 +7,43 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from model.evaluate.scoring import CHAMPION, GAPS, MIN_GAUC_USERS, ORACLE
 from model.tasks import HEADLINE, OUTPUTS
 from pipelines.local_run import LocalRunResult
+from pipelines.progress import duration
 
 # The headline first, then the registry order; cvr_entire gets its own line (`entire_line`).
 COLUMNS = (HEADLINE, *(t for t in OUTPUTS if t != HEADLINE))
 
 
-def print_summary(result: LocalRunResult) -> None:
-    """Label rates, the model comparison, the gate decision and the served prediction."""
-    console = Console()
+def print_summary(result: LocalRunResult, console: Console | None = None) -> None:
+    """What a person ran the pipeline for, in the order they ask it.
+
+    Did it work and how long did it take; the graph labels; the model comparison; the gate;
+    the endpoint, the request and its answer; where the files are.
+    """
+    console = console or Console()
+    say = partial(console.print, highlight=False)  # prose: wrapped at the console's width
+    # Commands, JSON and paths stay on one line each, so that they can be pasted.
+    verbatim = partial(console.print, highlight=False, markup=False, soft_wrap=True)
+    metrics = json.loads((result.out / "metrics.json").read_text())
+    gaps = metrics.pop(GAPS, {})
+    say(
+        f"[bold]hm3 run succeeded[/bold] in {duration(result.seconds)}; "
+        f"the deploy gate said [bold]{result.decision}[/bold]."
+    )
+
+    say("\n[bold]Graph labels[/bold]: conditional rate along each edge")
     report = json.loads((result.out / "labels" / "report.json").read_text())
-    rates = Table(title="graph labels: conditional rates along each edge")
+    rates = Table(box=box.SIMPLE_HEAD, show_edge=False)
     rates.add_column("edge")
     rates.add_column("count", justify="right")
     rates.add_column("rate", justify="right")
@@ -33,34 +52,76 @@ def print_summary(result: LocalRunResult) -> None:
         rates.add_row(edge, f"{values['count']:,}", "-" if rate is None else f"{rate:.4f}")
     console.print(rates)
 
-    metrics = json.loads((result.out / "metrics.json").read_text())
-    gaps = metrics.pop(GAPS, {})
-    table = Table(title="held-out test split: AUC [95% bootstrap interval] (GAUC for cvr)")
-    table.add_column("model")
-    for task in COLUMNS:
-        table.add_column(task, justify="right")
-    table.add_column("cvr gauc", justify="right")
-    for name, tasks in metrics.items():
-        table.add_row(
-            name,
-            *(auc_cell(tasks.get(t, {})) for t in COLUMNS),
-            gauc_cell(tasks.get(HEADLINE, {})),
-        )
-    console.print(table)
-    entire = entire_line(metrics)
-    if entire:
-        console.print(entire)
-    console.print(candidate_sentence(metrics, gaps))
-    unconverged = convergence_line(result.out / "models")
-    if unconverged:
-        console.print(unconverged)
-    console.print(f"gate: [bold]{result.decision}[/bold]")
+    say(
+        "\n[bold]Models[/bold] on the held-out test split: AUC, and under it its 95% bootstrap "
+        "interval (cvr on clicked impressions, the rest on all)"
+    )
+    console.print(model_table(metrics))
+    for line in (
+        entire_line(metrics),
+        candidate_sentence(metrics, gaps),
+        convergence_line(result.out / "models"),
+    ):
+        if line:
+            say(line)
+
+    say(f"\n[bold]Deploy gate[/bold]: {result.decision}")
     for reason in result.reasons:
-        console.print(f"  - {reason}")
-    console.print(f"outputs: {result.out} (report: {result.out / 'report.html'})")
-    if result.deployment:
-        console.print(f"endpoint: {result.deployment.get('endpoint')} (stopped after the demo)")
-        print(json.dumps({"prediction": result.deployment.get("prediction")}))
+        say(f"  - {reason}")
+
+    deployment = result.deployment or {}
+    if deployment.get("request") is not None:
+        say(
+            f"\n[bold]Endpoint[/bold]: {deployment['endpoint']}, KServe on loopback with "
+            "features from the run's Feast online store; stopped after this request "
+            "(hm3 run --keep-serving keeps one up). The request:"
+        )
+        verbatim(curl_command(str(deployment["endpoint"]), deployment["request"]))
+        say("and the prediction it returned:")
+        verbatim(json.dumps(deployment["prediction"], sort_keys=True))
+
+    say("\n[bold]Files[/bold]")
+    out = shown_path(result.out)
+    files = {
+        f"{out / 'report.html'}": "plots and tables, for a browser",
+        f"{out / 'metrics.json'}": "every metric, with intervals",
+        f"{out / 'models'}/": "one artifact per model",
+        f"{out / 'logs'}/": "what the steps printed: STEP.log, run.log",
+    }
+    width = max(map(len, files))
+    for path, what in files.items():
+        verbatim(f"  {path:<{width}}  {what}")
+
+
+def shown_path(path: Path) -> Path:
+    """`path` relative to the working directory when it is below it (out/, not /home/...)."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def model_table(metrics: dict) -> Table:
+    """AUC per task (rows) and model (columns), the 95% bootstrap interval under each figure.
+
+    Tasks down and models across, so that five or six models fit 80 columns.
+    """
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("task")
+    for name in metrics:
+        table.add_column(name, justify="right")
+    for task in COLUMNS:
+        table.add_row(task, *(auc_cell(tasks.get(task, {})) for tasks in metrics.values()))
+    table.add_row("cvr gauc", *(gauc_cell(tasks.get(HEADLINE, {})) for tasks in metrics.values()))
+    return table
+
+
+def curl_command(endpoint: str, request: object) -> str:
+    """The curl that sends `request` to the endpoint's predict route, ready to paste."""
+    body = json.dumps(request, separators=(",", ":"))
+    return (
+        f"curl -s -H 'Content-Type: application/json' -d '{body}' {endpoint}/v1/models/hm3:predict"
+    )
 
 
 def auc_cell(values: dict) -> str:
@@ -69,7 +130,9 @@ def auc_cell(values: dict) -> str:
         return "-"
     if values.get("auc_lo") is None:
         return f"{values['auc']:.4f}"
-    return f"{values['auc']:.4f} [{values['auc_lo']:.3f}, {values['auc_hi']:.3f}]"
+    # "0.644" -> ".644": the interval fits under its figure, and six models fit 80 columns.
+    lo, hi = (f"{values[k]:.3f}".removeprefix("0") for k in ("auc_lo", "auc_hi"))
+    return f"{values['auc']:.4f}\n{lo}-{hi}"
 
 
 def gauc_cell(values: dict) -> str:
@@ -136,12 +199,15 @@ def convergence_line(models_dir: Path) -> str | None:
 
 
 def serve_until_interrupted(
-    model_dir: Path, feast_repo: Path | None = None, port: int = 8080
+    model_dir: Path, feast_repo: Path | None = None, port: int = 8080, log: Path | None = None
 ) -> None:
-    """Serve `model_dir` on loopback until Ctrl-C, printing the URL and a curl request.
+    """Serve `model_dir` on loopback until Ctrl-C, printing the URL and the demo's curl request.
 
-    With `feast_repo`, features the request does not carry come from its online store.
+    With `feast_repo`, features the request does not carry come from its online store. The
+    server's own output goes to `log` (default: the terminal).
     """
+    from components.serving.deploy import DEFAULT_INSTANCE
+
     console = Console()
     cmd = [
         sys.executable,
@@ -155,27 +221,28 @@ def serve_until_interrupted(
     ]
     if feast_repo is not None:
         cmd += ["--feast-repo", str(feast_repo)]
-    proc = subprocess.Popen(cmd)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"the local endpoint did not become ready at {url}")
-        body = json.dumps({"instances": [{"user_id": 1, "item_id": 2}]})
-        source = f"features from {feast_repo}" if feast_repo else "no Feast: defaults"
-        console.print(f"serving {model_dir} at {url}, {source} (Ctrl-C to stop)")
-        console.print(
-            f"curl -s -H 'Content-Type: application/json' -d '{body}' {url}/v1/models/hm3:predict"
-        )
-        proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with open(log, "a") if log else nullcontext() as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT if sink else None)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(120):
+                try:
+                    with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.5)
+            else:
+                raise RuntimeError(f"the local endpoint did not become ready at {url}")
+            source = f"features from {feast_repo}" if feast_repo else "no Feast: defaults"
+            console.print(f"serving {model_dir} at {url}, {source} (Ctrl-C to stop)")
+            if log:
+                console.print(f"server log: {log}")
+            request = {"instances": [DEFAULT_INSTANCE]}
+            console.print(curl_command(url, request), highlight=False, soft_wrap=True)
+            proc.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -86,6 +86,7 @@ class DeployResult:
     version: str
     registry: str | None  # registry.json written, None when the champion did not change
     prediction: dict[str, Any] | None  # the local request's answer
+    request: dict[str, Any] | None = None  # the local request's body, for people to replay
 
 
 def _model_config(model_uri: str) -> dict[str, Any]:
@@ -173,7 +174,9 @@ def deploy_local(
             _stop(proc)
     registry = _record_champion(deploy_dir, model_uri, model_config, cvr_auc, data)
     log.info("local deployment of %s answered %s", model_config["version"], prediction)
-    return DeployResult("local", url, model_uri, model_config["version"], registry, prediction)
+    return DeployResult(
+        "local", url, model_uri, model_config["version"], registry, prediction, body
+    )
 
 
 def _wait_ready(proc: subprocess.Popen, url: str, timeout_s: float, server_log: Any) -> None:

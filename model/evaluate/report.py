@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from model.evaluate.scoring import (
     paired_gaps,
 )
 from model.tasks import HEADLINE, OUTPUTS, TASKS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _model_names(results: Mapping[str, Mapping[str, TaskResult]]) -> list[str]:
@@ -41,12 +44,44 @@ def _columns(results: Mapping[str, Mapping[str, TaskResult]]) -> list[str]:
     return [t for t, spec in TASKS.items() if not spec.truth_only or t in scored]
 
 
-def _style(name: str) -> dict[str, Any]:
-    if name == ORACLE:
-        return {"color": "black", "linestyle": "--", "linewidth": 1.2}
-    if name == CHAMPION:
-        return {"color": "grey", "linestyle": ":", "linewidth": 1.5}
-    return {"linewidth": 1.5}
+# One color per model on every plot of the page (matplotlib's tab10, fixed per kind), so that a
+# model is found by its color in every panel; models of other names take the next free colors.
+MODEL_COLORS = {"hm3": "#d62728", "esm2": "#1f77b4", "esmm": "#2ca02c", "naive": "#ff7f0e"}
+SPARE_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+
+
+def model_styles(names: list[str]) -> dict[str, dict[str, Any]]:
+    """Line style per model name: its fixed color; the oracle black dashed, the champion grey."""
+    spare = iter(SPARE_COLORS * (1 + len(names) // len(SPARE_COLORS)))
+    styles: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name == ORACLE:
+            styles[name] = {"color": "black", "linestyle": "--", "linewidth": 1.2}
+        elif name == CHAMPION:
+            styles[name] = {"color": "grey", "linestyle": ":", "linewidth": 1.5}
+        else:
+            styles[name] = {"color": MODEL_COLORS.get(name) or next(spare), "linewidth": 1.5}
+    return styles
+
+
+def how_to_read() -> str:
+    """The few lines at the top of the report that say what to look at first."""
+    colors = ", ".join(
+        f"<span style='color:{color}'><b>{name}</b></span>" for name, color in MODEL_COLORS.items()
+    )
+    return (
+        "<div class='how'><b>How to read this page.</b><ul>"
+        f"<li>Every model keeps one color on every plot: {colors}; the oracle (the true "
+        "probabilities: the ceiling) is black and dashed, a deployed champion grey and dotted."
+        "</li><li>The headline is <b>cvr AUC</b> on clicked impressions (higher is better; 0.5 "
+        "is a coin toss). Brackets hold its 95% bootstrap interval; when the paired interval of "
+        "two models' gap contains 0, this test set does not tell them apart.</li>"
+        "<li>The deploy gate says whether the candidate goes live, and why.</li>"
+        "<li>Calibration: on the diagonal, a predicted 2% happens 2% of the time. Training "
+        "curves: validation AUC per epoch on shared axes; a curve still rising at its last "
+        "epoch stopped before converging. Each model's training loss sums its own losses "
+        "(hm3 four, naive one): compare their shapes, not their levels.</li></ul></div>"
+    )
 
 
 def _png(fig: Any) -> bytes:
@@ -61,13 +96,14 @@ def plot_roc(results: Mapping[str, Mapping[str, TaskResult]]) -> bytes:
 
     fig = Figure(figsize=(4.0 * len(OUTPUTS), 4.2), layout="constrained")
     axes = fig.subplots(1, len(OUTPUTS))
+    styles = model_styles(_model_names(results))
     for ax, (task, spec) in zip(axes, OUTPUTS.items(), strict=True):
         ax.plot([0, 1], [0, 1], color="lightgrey", linewidth=1)
-        for name in _model_names(results):
+        for name, style in styles.items():
             r = results[name].get(task)
             if r is None or r.roc is None:
                 continue
-            ax.plot(r.roc.fpr, r.roc.tpr, label=f"{name} {r.auc:.4f}", **_style(name))
+            ax.plot(r.roc.fpr, r.roc.tpr, label=f"{name} {r.auc:.4f}", **style)
         ax.set(title=spec.title, xlabel="false positive rate", ylabel="true positive rate")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -83,9 +119,10 @@ def plot_calibration(results: Mapping[str, Mapping[str, TaskResult]]) -> bytes:
 
     fig = Figure(figsize=(4.0 * len(OUTPUTS), 4.2), layout="constrained")
     axes = fig.subplots(1, len(OUTPUTS))
+    styles = model_styles(_model_names(results))
     for ax, (task, spec) in zip(axes, OUTPUTS.items(), strict=True):
         top = 0.0
-        for name in _model_names(results):
+        for name, style in styles.items():
             r = results[name].get(task)
             if r is None:
                 continue
@@ -96,7 +133,7 @@ def plot_calibration(results: Mapping[str, Mapping[str, TaskResult]]) -> bytes:
                 marker="o",
                 markersize=3,
                 label=f"{name} {r.ece:.4f}",
-                **_style(name),
+                **style,
             )
             top = max(top, float(cal.mean_predicted.max()), float(cal.observed_rate.max()))
         top = top * 1.05 or 1.0
@@ -141,30 +178,53 @@ def history_series(history: Any) -> dict[str, list[float]]:
 
 
 def plot_histories(histories: Mapping[str, Any]) -> bytes | None:
-    """Training curves per model: losses (left) and validation AUCs (right) per epoch."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    """`history_figure` as PNG bytes, None without any curve."""
+    fig = history_figure(histories)
+    return None if fig is None else _png(fig)
+
+
+def history_figure(histories: Mapping[str, Any]) -> Figure | None:
+    """Training curves: a panel per series (training loss, each validation AUC), all models on it.
+
+    Each model has its own color; the epoch axis is shared, and so is the AUC axis of every
+    AUC panel, so that models and tasks compare at a glance.
+    """
+    from matplotlib.figure import Figure  # noqa: F811 - at run time, not only for typing
 
     parsed = {name: history_series(h) for name, h in histories.items()}
     parsed = {name: s for name, s in parsed.items() if s}
-    if not parsed:
+    every_key = list(dict.fromkeys(k for s in parsed.values() for k in s))
+    losses = [k for k in every_key if "loss" in k]
+    # The headline's validation AUC first, then the others in the order the trainer logs them.
+    aucs = sorted((k for k in every_key if "auc" in k), key=lambda k: not k.endswith(HEADLINE))
+    keys = losses + aucs
+    if not keys:
         return None
-    fig = Figure(figsize=(11, 3.6 * len(parsed)), layout="constrained")
-    axes = fig.subplots(len(parsed), 2, squeeze=False)
-    for (loss_ax, auc_ax), (name, series) in zip(axes, parsed.items(), strict=True):
-        for key, values in series.items():
-            epochs = np.arange(1, len(values) + 1)
-            if "loss" in key:
-                loss_ax.plot(epochs, values, marker="o", markersize=3, label=key)
-            elif "auc" in key:
-                auc_ax.plot(epochs, values, marker="o", markersize=3, label=key)
-        loss_ax.set(title=f"{name}: training loss", xlabel="epoch", ylabel="loss")
-        auc_ax.set(title=f"{name}: validation AUC", xlabel="epoch", ylabel="AUC")
-        for ax in (loss_ax, auc_ax):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
-    return _png(fig)
+    # One AUC range for every AUC panel (set, not `sharey`, so no panel clips another's data).
+    auc_values = [v for s in parsed.values() for k in aucs for v in s.get(k, []) if v == v]
+    auc_lo, auc_hi = (min(auc_values), max(auc_values)) if auc_values else (0.5, 1.0)
+    pad = max(0.01, 0.05 * (auc_hi - auc_lo))
+    last_epoch = max(len(v) for s in parsed.values() for v in s.values())
+    columns = min(3, len(keys))
+    rows = -(-len(keys) // columns)
+    fig = Figure(figsize=(4.2 * columns, 3.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    styles = model_styles(list(parsed))
+    for ax, key in zip(axes, keys, strict=False):
+        for name, series in parsed.items():
+            if key in series:
+                epochs = np.arange(1, len(series[key]) + 1)
+                ax.plot(epochs, series[key], marker="o", markersize=3, label=name, **styles[name])
+        is_auc = key in aucs
+        ax.set(title=f"validation {key}" if is_auc else key, ylabel="AUC" if is_auc else "loss")
+        ax.set(xlabel="epoch", xlim=(0.5, last_epoch + 0.5), xticks=range(1, last_epoch + 1))
+        if is_auc:
+            ax.set_ylim(auc_lo - pad, auc_hi + pad)
+        ax.legend(fontsize=8)
+    for ax in axes[len(keys) :]:
+        ax.set_visible(False)
+    fig.suptitle("Training curves per epoch, every model on the same axes")
+    return fig
 
 
 @dataclass(frozen=True)
@@ -193,8 +253,11 @@ def render_html(
         "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;"
         "padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}"
         "img{max-width:100%}.best{font-weight:bold}.deploy{color:#070}.hold{color:#a00}"
-        "code{background:#f6f6f6;padding:1px 3px}</style></head><body>",
+        "code{background:#f6f6f6;padding:1px 3px}"
+        ".how{background:#f5f8fc;border:1px solid #d5e0ee;padding:0.2em 1em;max-width:60em}"
+        "</style></head><body>",
         "<h1>HM<sup>3</sup> offline evaluation</h1>",
+        how_to_read(),
         "<h2>Provenance</h2><ul>",
         f"<li>Data: <code>{e(d.path)}</code>, split <b>{e(d.split)}</b>: {d.rows:,} impressions, "
         f"{d.clicks:,} clicks, {d.buys:,} purchases, from {e(d.ts_min)} to {e(d.ts_max)}</li>",

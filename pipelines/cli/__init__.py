@@ -18,6 +18,7 @@ import typer
 from pipelines.cli import evaluate, features, labels, run, serve, train, world
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     name="hm3",
     help=(
         "HM^3 conversion-rate pipeline: simulate raw logs, build graph labels, retrieve Feast "

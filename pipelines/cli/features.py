@@ -12,6 +12,7 @@ import typer
 from pipelines.cli._common import fail
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     help=(
         "Feast feature store (feature_repo/): register the definitions over a world's tables, "
         "load the online store, retrieve point-in-time training features, read online features."

@@ -9,7 +9,7 @@ import typer
 
 from pipelines.cli._common import console, fail
 
-app = typer.Typer()
+app = typer.Typer(rich_markup_mode="markdown")
 
 
 @app.command()
@@ -35,17 +35,27 @@ def run(
         str,
         typer.Option(help="Deployment registry folder, local or gs:// (default OUT/deployment)."),
     ] = "",
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", help="Stream every step's full log here too, not only to OUT/logs."
+        ),
+    ] = False,
 ) -> None:
     """Run the whole pipeline on kfp.local and serve the winner on a local KServe endpoint.
 
     Simulates a world, builds graph labels, retrieves Feast features point in time, trains
     HM^3, ESM^2, ESMM and naive CVR, evaluates them with the deploy gate and, if it passes,
     deploys HM^3 on a loopback KServe server that reads features from the run's Feast online
-    store, and prints one prediction. OUT then holds metrics.json, report.html,
-    models/<kind>/, labels/, features/, feature_store/ (the run's Feast repo), deployment/ and
-    kfp/ (the KFP local run's own outputs).
+    store, and prints one prediction.
+
+    One line per step shows while it runs; what the steps print goes to OUT/logs/STEP.log and
+    OUT/logs/run.log (--verbose streams it here too). A failed step shows the end of its log
+    and the run exits with code 1. OUT then holds metrics.json, report.html, models/KIND/,
+    labels/, features/, feature_store/ (the run's Feast repo), deployment/, logs/ and kfp/ (the
+    KFP local run's own outputs).
     """
-    from pipelines.local_run import LocalRunConfig, run_local
+    from pipelines.local_run import LocalRunConfig, StepFailed, run_local
     from pipelines.summary import print_summary, serve_until_interrupted
 
     try:
@@ -61,10 +71,21 @@ def run(
         )
     except ValueError as err:
         raise fail(str(err)) from err
-    result = run_local(cfg)
+    try:
+        result = run_local(cfg, verbose=verbose)
+    except StepFailed as err:
+        # The step's log tail is on the screen already; say which step and exit non-zero.
+        console.print(
+            f"[red]hm3 run failed[/red] at step {err.step}; full log: {err.log}", soft_wrap=True
+        )
+        raise typer.Exit(code=1) from err
     print_summary(result)
     if keep_serving:
-        serve_until_interrupted(result.out / "models" / "hm3", result.out / "feature_store")
+        serve_until_interrupted(
+            result.out / "models" / "hm3",
+            result.out / "feature_store",
+            log=result.out / "logs" / "serve.log",
+        )
 
 
 @app.command()

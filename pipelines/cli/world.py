@@ -10,7 +10,7 @@ import typer
 
 from pipelines.cli._common import fail
 
-app = typer.Typer()
+app = typer.Typer(rich_markup_mode="markdown")
 
 
 @app.command()
