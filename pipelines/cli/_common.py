@@ -1,4 +1,4 @@
-"""Helpers every command module shares: the stderr console and the usage-error exit."""
+"""Helpers every command module shares: the stderr console, the usage-error exit, shared help."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import typer
 from rich.console import Console
 
 console = Console(stderr=True)
+
+MICRO_SIGNAL_HELP = (
+    "How much D-Micro reveals purchase intent and raises the odds of macro and purchase "
+    "(0 = D-Micro carries no purchase information; docs/world.md)."
+)
 
 
 def fail(message: str) -> typer.Exit:

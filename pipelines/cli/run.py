@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli._common import console, fail
+from pipelines.cli._common import MICRO_SIGNAL_HELP, console, fail
 
 app = typer.Typer(rich_markup_mode="markdown")
 
@@ -16,9 +16,7 @@ app = typer.Typer(rich_markup_mode="markdown")
 def run(
     impressions: Annotated[int, typer.Option(help="Size of the simulated world.")] = 200_000,
     seed: Annotated[int, typer.Option(help="Seed of the world and of training.")] = 0,
-    micro_signal: Annotated[
-        float, typer.Option(help="How much D-Micro raises macro and purchase odds.")
-    ] = 1.0,
+    micro_signal: Annotated[float, typer.Option(help=MICRO_SIGNAL_HELP)] = 1.0,
     out: Annotated[Path, typer.Option(help="Output folder of the run.")] = Path("out"),
     keep_serving: Annotated[
         bool, typer.Option(help="Keep the local KServe endpoint up until Ctrl-C.")

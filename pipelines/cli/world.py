@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli._common import fail
+from pipelines.cli._common import MICRO_SIGNAL_HELP, fail
 
 app = typer.Typer(rich_markup_mode="markdown")
 
@@ -23,13 +23,7 @@ def simulate(
     users: Annotated[int, typer.Option(help="Number of users.")] = 20_000,
     items: Annotated[int, typer.Option(help="Number of items (Zipf popularity).")] = 2_000,
     days: Annotated[int, typer.Option(help="Days of logs (feature snapshots are daily).")] = 14,
-    micro_signal: Annotated[
-        float,
-        typer.Option(
-            help="How much D-Micro reveals purchase intent and raises the odds of macro and "
-            "purchase (0 = D-Micro carries no purchase information; docs/world.md)."
-        ),
-    ] = 1.0,
+    micro_signal: Annotated[float, typer.Option(help=MICRO_SIGNAL_HELP)] = 1.0,
     macro_signal: Annotated[
         float,
         typer.Option(
