@@ -8,6 +8,7 @@ from pathlib import Path
 from kfp import compiler
 
 from components.images import HM3_IMAGE, HM3_TRAIN_IMAGE
+from pipelines.cluster import ClusterSettings
 from pipelines.pipeline import create_pipeline
 
 IMAGE_ENV = "HM3_IMAGE"
@@ -33,6 +34,7 @@ def compile_pipeline(
     gpus: int = 1,
     image: str | None = None,
     train_image: str | None = None,
+    cluster: ClusterSettings | None = None,
 ) -> Path:
     """Write the IR YAML package for `hm3 submit` / the KFP UI and return its path.
 
@@ -42,10 +44,11 @@ def compile_pipeline(
         gpus: GPUs per training task when `use_gpu`.
         image: Image for the executors built on components.images.HM3_IMAGE (None: keep it).
         train_image: Image for the executors built on HM3_TRAIN_IMAGE (None: keep it).
+        cluster: Kubernetes pod settings (None: `ClusterSettings()`, the defaults).
     """
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = create_pipeline(use_gpu=use_gpu, gpus=gpus)
+    pipeline = create_pipeline(use_gpu=use_gpu, gpus=gpus, cluster=cluster or ClusterSettings())
     swap = {HM3_IMAGE: image or HM3_IMAGE, HM3_TRAIN_IMAGE: train_image or HM3_TRAIN_IMAGE}
     # Components bake their base_image in at import; rewrite this pipeline's compiled executors.
     executors = pipeline.pipeline_spec.deployment_spec["executors"]

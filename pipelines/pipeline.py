@@ -15,25 +15,29 @@ from components.evaluate_model import evaluate_model, gate_decision
 from components.load_logs import load_logs
 from components.retrieve_features import retrieve_features
 from components.train_model import join_training_table, request_gpus, train_model
+from pipelines.cluster import ClusterSettings
 
 PIPELINE_NAME = "hm3-cvr"
 CANDIDATE_KIND = "hm3"
 BASELINE_KINDS = ["esm2", "esmm", "naive"]
 
 
-def _sized(task: dsl.PipelineTask, name: str, cpu: str, memory: str) -> dsl.PipelineTask:
-    """Display name and resource requests: what the KFP UI shows and the scheduler reserves."""
-    return task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
-
-
-def create_pipeline(use_gpu: bool = False, gpus: int = 1) -> Callable[..., object]:
+def create_pipeline(
+    use_gpu: bool = False, gpus: int = 1, cluster: ClusterSettings | None = None
+) -> Callable[..., object]:
     """Build the pipeline function.
 
     Args:
         use_gpu: Request `gpus` NVIDIA GPUs for every training task (fixed at compile time,
             since a pod's resources are part of the compiled spec).
         gpus: GPUs per training task when `use_gpu`; the trainer runs DDP over them.
+        cluster: Kubernetes pod settings for the compiled IR (None: none, as kfp.local runs).
     """
+
+    def _sized(task: dsl.PipelineTask, name: str, cpu: str, memory: str) -> dsl.PipelineTask:
+        """Display name, resource requests and pod settings of a step."""
+        task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
+        return cluster.apply(task) if cluster else task
 
     def _train(table, kind, config_json) -> dsl.PipelineTask:  # noqa: ANN001
         task = _sized(
@@ -41,6 +45,8 @@ def create_pipeline(use_gpu: bool = False, gpus: int = 1) -> Callable[..., objec
         )
         if use_gpu:
             request_gpus(task, gpus)
+            if cluster:
+                cluster.apply_gpu(task)
         return task
 
     @dsl.pipeline(

@@ -95,16 +95,58 @@ def compile(  # noqa: A001 - the subcommand is called compile
         bool, typer.Option(help="Request one nvidia.com/gpu for each training task.")
     ] = False,
     gpus: Annotated[int, typer.Option(help="GPUs per training task when --use-gpu.")] = 1,
+    gpu_toleration: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Taint the GPU steps tolerate, KEY[=VALUE]:EFFECT; repeatable "
+            "(default nvidia.com/gpu:NoSchedule, GKE's GPU taint)."
+        ),
+    ] = None,
+    gpu_node_selector: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Node label KEY=VALUE the GPU steps must run on, e.g. "
+            "cloud.google.com/gke-accelerator=nvidia-l4; repeatable."
+        ),
+    ] = None,
+    gcs_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="Kubernetes secret with a GCS service-account key as key.json, mounted in "
+            "every step (omit with Workload Identity)."
+        ),
+    ] = None,
+    pod_label: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Label KEY=VALUE on every step's pod, e.g. team=ads for cost reports; "
+            "repeatable (default app.kubernetes.io/part-of=hm3)."
+        ),
+    ] = None,
 ) -> None:
     """Compile the pipeline to Kubeflow Pipelines IR YAML (the package `hm3 submit` sends).
 
     Component images default to the ones in components/images.py; set HM3_IMAGE (every
     component but training) and HM3_TRAIN_IMAGE (training) to point at your registry before
-    compiling.
+    compiling. The Kubernetes settings (tolerations, node selector, GCS secret, pod labels) go
+    into the IR's platform spec, which the KFP backend applies to each step's pod.
     """
+    from pipelines.cluster import DEFAULT_POD_LABELS, ClusterSettings, Toleration, parse_pairs
     from pipelines.compile import compile_pipeline, images_from_env
 
-    path = compile_pipeline(out, use_gpu=use_gpu, gpus=gpus, **images_from_env())
+    try:
+        defaults = ClusterSettings()
+        cluster = ClusterSettings(
+            gpu_tolerations=tuple(map(Toleration.parse, gpu_toleration))
+            if gpu_toleration
+            else defaults.gpu_tolerations,
+            gpu_node_selector=parse_pairs(gpu_node_selector, "--gpu-node-selector"),
+            gcs_secret=gcs_secret,
+            pod_labels=parse_pairs(pod_label, "--pod-label") if pod_label else DEFAULT_POD_LABELS,
+        )
+    except ValueError as err:
+        raise fail(str(err)) from err
+    path = compile_pipeline(out, use_gpu=use_gpu, gpus=gpus, cluster=cluster, **images_from_env())
     typer.echo(str(path))
 
 

@@ -88,7 +88,7 @@ class KfpStandIn:
                     self._answer(200, experiment)
                 elif url.path == f"{API}/runs":
                     try:
-                        parse_ir_strictly(body["pipeline_spec"])
+                        parse_ir_strictly(*stand_in.documents(body["pipeline_spec"]))
                     except Exception as err:  # noqa: BLE001 - the backend answers 400
                         self._answer(400, {"error": str(err)})
                         return
@@ -100,6 +100,18 @@ class KfpStandIn:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @staticmethod
+    def documents(sent: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """(pipeline spec, platform spec or None) of a run body's `pipeline_spec`.
+
+        kfp.Client sends the pipeline spec alone when the package has no platform spec, and
+        `{"pipeline_spec": ..., "platform_spec": ...}` when it has one (kfp/client/client.py
+        `_PipelineDoc.to_dict`).
+        """
+        if set(sent) == {"pipeline_spec", "platform_spec"}:
+            return sent["pipeline_spec"], sent["platform_spec"]
+        return sent, None
 
     def __enter__(self) -> KfpStandIn:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -166,9 +178,11 @@ def test_submit_compiles_creates_the_experiment_and_the_run(
             "impressions": 50000,
         },
     }
-    # The run carries the package it compiled, and every parameter is one the pipeline declares.
-    assert run["pipeline_spec"] == yaml.safe_load(package.read_text())
-    declared = run["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]
+    # The run carries the package it compiled (the pipeline and its Kubernetes platform spec),
+    # and every parameter is one the pipeline declares.
+    pipeline, platform = kfp_api.documents(run["pipeline_spec"])
+    assert [pipeline, platform] == list(yaml.safe_load_all(package.read_text()))
+    declared = pipeline["root"]["inputDefinitions"]["parameters"]
     assert set(run["runtime_config"]["parameters"]) <= set(declared)
 
 
