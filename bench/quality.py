@@ -786,7 +786,7 @@ def ceilings(world_dir: Path, table_path: Path, split: tuple[float, float, float
 def label_information_table(record: dict) -> str:
     """Item intent read from each family's labels: its R^2 and the CVR ceiling it allows."""
     lines = [
-        "| labels read (linear read-out of item intent, cross-fitted over items) "
+        "| labels read (item intent read out by trees, cross-fitted over items) "
         "| R^2 of item intent | CVR AUC ceiling |",
         "|---|---|---|",
     ]

@@ -5,9 +5,10 @@ features and the labels ESM^2 already reads (`model/world/label_information.py`)
 measures that on any world (seed, size, signals) without training a model: simulate the world
 (or reuse the quality bench's copy under `.bench/quality/`), split its impressions by time as the
 quality bench does, and print, per model family's label set, how much of the item's purchase
-intent a linear read-out of the features and train-window label rates recovers (R^2, cross-fitted
-over items, weighted by test clicks) and the CVR AUC ceiling that read-out allows on the clicked
-test rows. The information ceilings of `model/world/ceiling.py` are printed beside it.
+intent a read-out of the features and train-window label rates recovers (gradient-boosted trees
+cross-fitted over items; R^2 weighted by test clicks) and the CVR AUC ceiling that read-out
+allows on the clicked test rows. The information ceilings of `model/world/ceiling.py` are
+printed beside it.
 
 Labels and features come straight from the world's files: the sampled outcomes of truth.parquet
 (before the label builder's damage and quarantine) and the item snapshot of each impression's day
@@ -119,7 +120,7 @@ def report(doc: dict) -> str:
     lines = [
         f"{doc['clicked_test_rows']:,} clicked test rows, {doc['test_purchases']:,} purchases",
         "",
-        "| labels read (item intent, linear read-out) | R^2 of item intent | CVR AUC ceiling |",
+        "| labels read (item intent read out by trees) | R^2 of item intent | CVR AUC ceiling |",
         "|---|---|---|",
     ]
     for name, v in doc["label_information"].items():

@@ -45,9 +45,7 @@ def test_training_curves_give_each_model_its_color_and_share_the_auc_axis() -> N
         for line in ax.get_lines():
             name = line.get_label()
             assert to_hex(line.get_color()) == to_hex(styles[name]["color"]), (title, name)
-    assert {line.get_label() for line in panels["validation auc_cvr"].get_lines()} == set(
-        HISTORIES
-    )
+    assert {line.get_label() for line in panels["validation auc_cvr"].get_lines()} == set(HISTORIES)
     auc_limits = {ax.get_ylim() for title, ax in panels.items() if "auc" in title}
     assert len(auc_limits) == 1  # the same AUC range on every AUC panel
     (low, high), *_ = auc_limits

@@ -54,7 +54,7 @@ def test_d_micro_raises_the_readout_only_when_it_loads_on_intent() -> None:
 
 def test_cross_fitting_keeps_columns_that_carry_nothing_from_raising_r2() -> None:
     rng = np.random.default_rng(1)
-    n, junk = 400, 150
+    n, junk = 400, 40
     target = rng.normal(size=n)
     names = tuple(f"junk{j}" for j in range(junk))
     columns = pd.DataFrame(rng.normal(size=(n, junk)), columns=list(names))
@@ -63,9 +63,9 @@ def test_cross_fitting_keeps_columns_that_carry_nothing_from_raising_r2() -> Non
     r2 = lambda cols: li.weighted_r2(  # noqa: E731
         li.cross_fitted_readout(columns, cols, target), target, columns["weight"].to_numpy()
     )
-    # In sample, 150 junk columns over 400 items would add about 150/400 to R^2.
-    assert r2(("x", *names)) < r2(("x",))
-    assert r2(("x",)) == pytest.approx(0.5, abs=0.1)
+    # In sample, trees on 40 noise columns would fit most of the target's noise.
+    assert r2(("x", *names)) < r2(("x",)) + 0.02
+    assert r2(("x",)) > 0.3  # the informative column is read (its best R^2 is 0.5)
 
 
 def test_item_columns_are_shrunk_rates_and_test_click_weights() -> None:
@@ -90,6 +90,7 @@ def test_item_columns_are_shrunk_rates_and_test_click_weights() -> None:
     out = li.item_columns(train, test, items=3)
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731
     assert out["weight"].tolist() == [2.0, 0.0, 0.0]
+    assert out["train_clicks"].tolist() == pytest.approx([np.log(3), np.log(2), 0.0])
     # Item 0's features are the mean over its clicked test rows; unclicked rows never count.
     assert out.loc[0, "f_item_cvr_30d"] == pytest.approx((logit(0.1) + logit(0.3)) / 2)
     assert out.loc[0, "f_item_sales_30d"] == pytest.approx((np.log(4) + np.log(6)) / 2)
