@@ -34,9 +34,10 @@ interpolated linearly in log2(multiple); beyond 4x only a lower bound is known (
 The information ceilings (on by default, `--skip-ceilings` turns them off) score the exact
 p(buy | click) when some latents are unknown and integrated over their prior
 (`model.world.ceiling`). The label information table (`model.world.label_information`) says,
-without a model, how much of the item's purchase intent each model family's labels reveal beyond
-the features, and the ceiling that allows: the most HM^3's D-Micro labels can add over ESM^2 at the
-item level. `--reference` adds gradient-boosted trees on the observable features.
+without a model, how much of each recurring part of purchase intent (item, demographic x category
+cells) each model family's labels reveal beyond the features, and the ceiling that allows: about
+the most HM^3's D-Micro labels can add over ESM^2. `--reference` adds gradient-boosted trees on
+the observable features.
 
 Output: the tables below on stdout and, with `--json FILE`, one document:
     {"world": <world.json>, "kinds": {kind: {cvr_auc: [per seed], mean, std, best_epochs,
@@ -101,8 +102,9 @@ METRICS = (
 )
 ENTIRE = "cvr_entire"  # scored by model.evaluate.scoring on all test rows vs buy_if_clicked
 ENTIRE_LABEL = "buy_if_clicked"
-# Name prefix of the ceilings whose item intent is read from labels (label_information_table).
-LABEL_READOUT = "oracle without the user's own intent, item intent read from"
+# Name prefix of the ceilings whose recurring intent is read from labels (label_information_table).
+LABEL_READOUT = "oracle without the user's own intent, the rest read from"
+INTENT_READ = ("item_intent", "age_category", "gender_category")
 
 
 def prepare(world_dir: Path, args: argparse.Namespace) -> Path:
@@ -771,10 +773,7 @@ def ceilings(world_dir: Path, table_path: Path, split: tuple[float, float, float
             if name not in readout.values()
         },
         "label_information": {
-            name: {
-                "item_intent_r2": v["item_intent_r2"],
-                "cvr_auc": scores[readout[name]]["cvr"].auc,
-            }
+            name: {"r2": v["r2"], "cvr_auc": scores[readout[name]]["cvr"].auc}
             for name, v in information.items()
         },
     }
@@ -784,14 +783,15 @@ def ceilings(world_dir: Path, table_path: Path, split: tuple[float, float, float
 
 
 def label_information_table(record: dict) -> str:
-    """Item intent read from each family's labels: its R^2 and the CVR ceiling it allows."""
+    """Intent read from each family's labels: R^2 per recurring part, the CVR ceiling it allows."""
     lines = [
-        "| labels read (item intent read out by trees, cross-fitted over items) "
-        "| R^2 of item intent | CVR AUC ceiling |",
-        "|---|---|---|",
+        "| labels read (read out by trees, cross-fitted) | R^2: item intent | age x category "
+        "| gender x category | CVR AUC ceiling |",
+        "|---|---|---|---|---|",
     ]
     for name, v in record["label_information"].items():
-        lines.append(f"| {name} | {v['item_intent_r2']:.3f} | {v['cvr_auc']:.4f} |")
+        r2 = " | ".join(f"{v['r2'][part]:.3f}" for part in INTENT_READ)
+        lines.append(f"| {name} | {r2} | {v['cvr_auc']:.4f} |")
     return "\n".join(lines)
 
 
@@ -1148,8 +1148,8 @@ def print_report(document: dict, records: list[dict], args: argparse.Namespace) 
                     print(f"HM^3 closes {share:.1f}% of the naive-to-<{name}> CVR AUC gap")
         if "label_information" in ceiling_record:
             print(
-                f"\nWhat the labels can teach about the item's purchase intent (no model; the "
-                f"ceiling is <{LABEL_READOUT} ...>)\n"
+                f"\nWhat the labels can teach about the recurring parts of purchase intent (no "
+                f"model; the ceiling is <{LABEL_READOUT} ...>)\n"
             )
             print(label_information_table(ceiling_record))
     reference = document["reference_gbdt"]

@@ -4,11 +4,11 @@ HM^3 can beat ESM^2 only by what its D-Micro labels reveal about purchase intent
 features and the labels ESM^2 already reads (`model/world/label_information.py`). This bench
 measures that on any world (seed, size, signals) without training a model: simulate the world
 (or reuse the quality bench's copy under `.bench/quality/`), split its impressions by time as the
-quality bench does, and print, per model family's label set, how much of the item's purchase
-intent a read-out of the features and train-window label rates recovers (gradient-boosted trees
-cross-fitted over items; R^2 weighted by test clicks) and the CVR AUC ceiling that read-out
-allows on the clicked test rows. The information ceilings of `model/world/ceiling.py` are
-printed beside it.
+quality bench does, and print, per model family's label set, how much of each recurring part of
+purchase intent (the item's, the age x category and gender x category cells') a read-out of the
+features and train-window label rates recovers (gradient-boosted trees, cross-fitted; R^2
+weighted by test clicks) and the CVR AUC ceiling those read-outs allow on the clicked test rows.
+The information ceilings of `model/world/ceiling.py` are printed beside it.
 
 Labels and features come straight from the world's files: the sampled outcomes of truth.parquet
 (before the label builder's damage and quarantine) and the item snapshot of each impression's day
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from quality import world_name  # noqa: E402  (the quality bench's world folders)
+from quality import label_information_table, world_name  # noqa: E402  (the quality bench's)
 
 from model.data.split import split_by_time  # noqa: E402
 from model.evaluate.metrics import auc  # noqa: E402
@@ -105,10 +105,7 @@ def information(world_dir: Path, split: Sequence[float]) -> dict:
         "clicked_test_rows": int(clicked.sum()),
         "test_purchases": int(buy.sum()),
         "label_information": {
-            name: {
-                "item_intent_r2": v["item_intent_r2"],
-                "cvr_auc": auc(buy, v["cvr"][clicked]),
-            }
+            name: {"r2": v["r2"], "cvr_auc": auc(buy, v["cvr"][clicked])}
             for name, v in readouts.items()
         },
         "ceilings": {name: auc(buy, p[clicked]) for name, p in ceilings.items()},
@@ -120,11 +117,8 @@ def report(doc: dict) -> str:
     lines = [
         f"{doc['clicked_test_rows']:,} clicked test rows, {doc['test_purchases']:,} purchases",
         "",
-        "| labels read (item intent read out by trees) | R^2 of item intent | CVR AUC ceiling |",
-        "|---|---|---|",
+        label_information_table(doc),
     ]
-    for name, v in doc["label_information"].items():
-        lines.append(f"| {name} | {v['item_intent_r2']:.3f} | {v['cvr_auc']:.4f} |")
     lines += ["", "| information ceiling | CVR AUC |", "|---|---|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in doc["ceilings"].items()]
     return "\n".join(lines)

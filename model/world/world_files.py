@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from model.data import schema
 from model.world.ceiling import CEILINGS, Integration, Knowledge, marginal_cvr, true_cvr
-from model.world.label_information import item_intent_readouts
+from model.world.label_information import readouts
 from model.world.mechanism import (
     DAY_US,
     ImpressionDraws,
@@ -113,29 +113,31 @@ def label_information(
     test: pd.DataFrame,
     integration: Integration | None = None,
 ) -> dict[str, dict]:
-    """What each label set can teach about item intent, and the CVR ceiling it allows.
+    """What each label set can teach about the recurring parts of intent, and the ceiling.
 
     Args:
         world_dir: The simulated world.
-        train: Train-window rows of the training table (item_id and the four labels).
-        test: Evaluated rows (impression_id, user_id, click and the item features).
+        train: Train-window rows of the training table (user_id, item_id, the four labels and
+            item_cvr_30d).
+        test: Evaluated rows (impression_id, user_id, item_id, click and the item features).
         integration: Accuracy settings of the ceilings.
 
     Returns:
-        Label set name -> {"item_intent_r2": R^2 of its read-out of item intent over test
-        clicks, "cvr": p(buy | click) per test row of "oracle without the user's own intent"
-        with that read-out in place of the true item intent}.
+        Label set name -> {"r2": part -> R^2 of its read-out over test clicks, "cvr": p(buy |
+        click) per test row of "oracle without the user's own intent" with every recurring part
+        of intent (item, age x category, gender x category) read from that label set}.
     """
     cfg, pop = load_world(world_dir)
     rows = impression_rows(world_dir, test["impression_id"].to_numpy(), cfg)
-    readouts = item_intent_readouts(train, test, pop.item_intent)
     without_user = Knowledge("oracle without the user's own intent", ("user",))
-    return {
-        name: {
-            "item_intent_r2": r2,
-            "cvr": marginal_cvr(
-                cfg, replace(pop, item_intent=estimate), rows, without_user, integration
-            ),
-        }
-        for name, (estimate, r2) in readouts.items()
-    }
+    out = {}
+    for name, read in readouts(train, test, pop).items():
+        known = replace(
+            pop,
+            item_intent=read.item_intent,
+            age_category=read.age_category,
+            gender_category=read.gender_category,
+        )
+        cvr = marginal_cvr(cfg, known, rows, without_user, integration)
+        out[name] = {"r2": read.r2, "cvr": cvr}
+    return out
