@@ -223,7 +223,8 @@ def spark_session(target: SparkTarget) -> SparkSession:
         log.info("reusing the active SparkSession (master %s)", active.sparkContext.master)
         return active
     builder = SparkSession.builder.master(target.master).appName("hm3-labels")
-    for key, value in (*_LOCAL_CONF, *target.conf):
+    local = _LOCAL_CONF if target.master.startswith("local") else _LOCAL_CONF[:1]
+    for key, value in (*local, *target.conf):
         builder = builder.config(key, value)
     return builder.getOrCreate()
 
