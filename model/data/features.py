@@ -530,6 +530,9 @@ def historical_features(
             "(use offline_store='duckdb')"
         )
     result = result.sort_values(_ROW, kind="stable").drop(columns=_ROW).reset_index(drop=True)
+    # The caller's own columns, as given: stores hand them back retyped (Spark: naive ns times).
+    for column in entities.columns:
+        result[column] = entities[column].reset_index(drop=True)
     filled = fill_missing(result, infos)
     ordered = [c for c in entities.columns] + [f.name for f in infos]
     return result[ordered], infos, filled

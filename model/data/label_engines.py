@@ -236,6 +236,9 @@ class SparkEngine:
         """Get the session; timestamps in UTC and ANSI casts (errors, not silent nulls)."""
         self.spark = spark_session(target)
         self.spark.conf.set("spark.sql.session.timeZone", "UTC")
+        # Feast turns this on in a session it shares; with it, the backquoted names sqlglot
+        # writes (`table`) would be read as regular expressions.
+        self.spark.conf.set("spark.sql.parser.quotedRegexColumnNames", "false")
         self.cached: list[DataFrame] = []
 
     def _read(self, files: Sequence[str], columns: str) -> DataFrame:
