@@ -13,11 +13,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# Servers the tests really start on loopback (Redis for the Feast online store).
+# What the tests really start: Redis on loopback (Feast online store) and a Java runtime (the
+# distribution's default, 17 or 21; Spark 4 runs on both) for Spark in local mode: the Spark
+# label engine and Feast's Spark offline store.
 tools:
 	@command -v redis-server >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@command -v java >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y -qq default-jre-headless >/dev/null; }
 
 demo: $(STAMP)
 	$(BIN)/hm3 run

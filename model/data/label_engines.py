@@ -92,7 +92,8 @@ class SparkTarget:
     """Where Spark runs: a master URL (`local[2]`, `spark://...`, `yarn`) or a Spark Connect URL.
 
     Attributes:
-        master: Master for a classic session; ignored when `remote` is set.
+        master: Master for a classic session; ignored when `remote` is set. Empty: the master
+            spark-submit configured (a SparkApplication's driver, a Dataproc batch).
         remote: Spark Connect URL (`sc://host:15002`); inputs must then be paths the cluster
             reads (gs://), since the server, not this process, opens the files.
         conf: Extra Spark settings for a new session (an active session keeps its own).
@@ -107,10 +108,15 @@ class SparkTarget:
             raise ValueError(
                 f"spark remote must be a Spark Connect URL sc://HOST:PORT, got {self.remote!r}"
             )
-        if not self.master:
+        if self.master != self.master.strip():
             raise ValueError(
                 f"spark master must be a master URL such as local[2], got {self.master!r}"
             )
+
+    @property
+    def local(self) -> bool:
+        """Whether Spark runs in this process's JVM, reading this machine's files."""
+        return self.remote is None and self.master.startswith("local")
 
 
 # --- DuckDB ------------------------------------------------------------------------------------
@@ -222,7 +228,9 @@ def spark_session(target: SparkTarget) -> SparkSession:
     if active is not None:
         log.info("reusing the active SparkSession (master %s)", active.sparkContext.master)
         return active
-    builder = SparkSession.builder.master(target.master).appName("hm3-labels")
+    builder = SparkSession.builder.appName("hm3-labels")
+    if target.master:
+        builder = builder.master(target.master)
     local = _LOCAL_CONF if target.master.startswith("local") else _LOCAL_CONF[:1]
     for key, value in (*local, *target.conf):
         builder = builder.config(key, value)

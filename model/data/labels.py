@@ -265,12 +265,18 @@ class AccountingError(RuntimeError):
 # --- input resolution ---------------------------------------------------------------------------
 
 
-def _local_files(specs: Sequence[str], name: str, scratch: Path) -> list[str]:
-    """Local paths for every input file; gs:// objects are downloaded into `scratch`."""
+def _local_files(
+    specs: Sequence[str], name: str, scratch: Path, download: bool = True
+) -> list[str]:
+    """Every input file; gs:// objects are downloaded into `scratch` unless `download` is off.
+
+    Off for Spark on a cluster: its executors read gs:// themselves, and the driver's scratch
+    folder is not theirs.
+    """
     files: list[str] = []
     for spec in specs:
         for uri in storage.parquet_files(spec, what=name):
-            if storage.is_gcs(uri):
+            if storage.is_gcs(uri) and download:
                 target = scratch / name / f"{len(files):06d}-{Path(uri).name}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(storage.read_bytes(uri))
@@ -284,12 +290,14 @@ def _validate(files: list[str], contract: Any, sources: list[str]) -> int:
     """Check every file's columns against the contract; return the total row count."""
     rows = 0
     for path, source in zip(files, sources, strict=True):
-        try:
-            meta = pq.ParquetFile(path)
-        except (pa.ArrowException, OSError) as err:
-            raise schema.SchemaError(f"{source}: not a readable Parquet file ({err})") from err
-        schema.validate_columns(meta.schema_arrow, contract, source=source)
-        rows += meta.metadata.num_rows
+        # Only the footer is read, also from gs:// (byte ranges, not the whole object).
+        with storage.open_binary(path) as handle:
+            try:
+                meta = pq.ParquetFile(handle)
+            except (pa.ArrowException, OSError) as err:
+                raise schema.SchemaError(f"{source}: not a readable Parquet file ({err})") from err
+            schema.validate_columns(meta.schema_arrow, contract, source=source)
+            rows += meta.metadata.num_rows
     return rows
 
 
@@ -351,8 +359,10 @@ def build_labels(
         local_out.mkdir(parents=True, exist_ok=True)
 
         imp_specs, ev_specs = _as_list(impressions), _as_list(events)
-        imp_files = _local_files(imp_specs, "impressions", scratch)
-        ev_files = _local_files(ev_specs, "events", scratch)
+        spark = spark or SparkTarget()
+        download = engine == "duckdb" or spark.local
+        imp_files = _local_files(imp_specs, "impressions", scratch, download)
+        ev_files = _local_files(ev_specs, "events", scratch, download)
         imp_rows = _validate(imp_files, schema.IMPRESSIONS, _sources(imp_specs, imp_files))
         ev_rows = _validate(ev_files, schema.EVENTS, _sources(ev_specs, ev_files))
 
@@ -436,7 +446,7 @@ def _run_rules(
 
 def _sources(specs: list[str], files: list[str]) -> list[str]:
     # Error messages name the file as the user gave it; downloaded copies name their spec.
-    if all(not storage.is_gcs(s) for s in specs):
+    if all(not storage.is_gcs(s) for s in specs) or all(storage.is_gcs(f) for f in files):
         return files
     return [f"{','.join(specs)} ({Path(f).name})" for f in files]
 

@@ -117,3 +117,31 @@ def test_unknown_engine_and_bad_spark_url_are_refused() -> None:
         build_labels("x.parquet", "y.parquet", "out", engine="flink")
     with pytest.raises(ValueError, match="Spark Connect URL sc://HOST:PORT, got 'http://h:15002'"):
         SparkTarget(remote="http://h:15002")
+
+
+def test_spark_on_a_cluster_reads_gcs_where_it_lies_and_checks_footers_first(
+    small_world: Path, tmp_path: Path, gcs_bucket: str
+) -> None:
+    """A cluster's executors read gs:// themselves: nothing is downloaded, yet bad files are
+    refused by name before Spark is asked for anything (the master below does not exist)."""
+    from model import storage
+    from model.data.label_engines import SparkTarget
+
+    table = pq.read_table(small_world / "events.parquet").drop_columns(["event_type"])
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    src = f"{gcs_bucket}/spark-src-{tmp_path.name}"
+    storage.write_bytes_atomic(f"{src}/events.parquet", sink.getvalue().to_pybytes())
+    storage.write_bytes_atomic(
+        f"{src}/impressions.parquet", (small_world / "impressions.parquet").read_bytes()
+    )
+    nowhere = SparkTarget(master="spark://no-such-host.invalid:7077")
+    with pytest.raises(SchemaError) as err:
+        build_labels(
+            f"{src}/impressions.parquet",
+            f"{src}/events.parquet",
+            tmp_path / "out",
+            engine="spark",
+            spark=nowhere,
+        )
+    assert str(err.value) == f"{src}/events.parquet: missing column 'event_type' (expected string)"
