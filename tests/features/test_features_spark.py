@@ -72,3 +72,24 @@ def test_nanosecond_timestamps_are_refused_by_name(tmp_path, timeline):
     with pytest.raises(SchemaError, match="event_timestamp' has type timestamp\\[ns, tz=UTC\\]"):
         applied_store(tmp_path / "spark", timeline, offline="spark")
     applied_store(tmp_path / "duckdb", timeline)  # DuckDB reads nanoseconds: no refusal there
+
+
+def test_the_shipped_spark_config_opens_and_applies_spark_sources(tmp_path, timeline):
+    """feature_repo/feature_store.spark.yaml is a valid Feast config whose apply registers
+    SparkSources (Feast's Spark store reads no FileSource)."""
+    import shutil
+    from pathlib import Path
+
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    shipped = Path(__file__).parents[2] / "feature_repo" / "feature_store.spark.yaml"
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    shutil.copy(shipped, repo / "feature_store.yaml")
+    store = features.open_store(repo)
+    assert store.config.offline_store.type == "spark"
+    assert store.config.offline_store.spark_conf["spark.sql.session.timeZone"] == "UTC"
+    features.apply(store, str(timeline / "users.parquet"), str(timeline / "items.parquet"))
+    sources = store.list_data_sources()
+    assert sorted(s.name for s in sources) == ["items_source", "users_source"]
+    assert all(isinstance(s, SparkSource) for s in sources)
