@@ -32,21 +32,10 @@ ENGINES = ("duckdb", "spark")
 DEFAULT_SPARK_MASTER = "local[2]"
 
 # What both engines write, column for column; the Spark writer casts its Arrow result to these.
+# Both carry the impression's own columns as the contract types them.
+_IMPRESSION = [(f.name, f.type) for f in schema.IMPRESSIONS]
 LABELS_SCHEMA = pa.schema(
-    [
-        ("impression_id", pa.string()),
-        ("user_id", pa.int64()),
-        ("item_id", pa.int64()),
-        ("ts", schema.TIMESTAMP),
-        ("position", pa.int32()),
-        ("scene", pa.string()),
-        ("device", pa.string()),
-        ("click", pa.int8()),
-        ("d_micro", pa.int8()),
-        ("d_macro", pa.int8()),
-        ("buy", pa.int8()),
-        ("path", pa.string()),
-    ]
+    [*_IMPRESSION, *((c, pa.int8()) for c in schema.LABEL_COLUMNS), ("path", pa.string())]
 )
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -54,14 +43,9 @@ QUARANTINE_SCHEMA = pa.schema(
         ("file", pa.string()),
         ("row_number", pa.int64()),
         ("reason", pa.string()),
-        ("impression_id", pa.string()),
+        _IMPRESSION[0],
         ("event_id", pa.string()),
-        ("user_id", pa.int64()),
-        ("item_id", pa.int64()),
-        ("ts", schema.TIMESTAMP),
-        ("position", pa.int32()),
-        ("scene", pa.string()),
-        ("device", pa.string()),
+        *_IMPRESSION[1:],
         ("event_type", pa.string()),
         ("component", pa.string()),
     ]
