@@ -194,17 +194,22 @@ def _offline_yaml(cfg: StoreConfig) -> str:
     if cfg.offline_store != "spark":
         return f"    type: {cfg.offline_store}\n"
     # Settings for the session Feast starts when none is active. UTC: Feast's point-in-time
-    # comparisons run in the session time zone. Few shuffle partitions: the default 200 is for
-    # a cluster, and on local[2] each is a task of fixed overhead.
-    partitions = "4" if cfg.spark_master.startswith("local") else "200"
-    return (
-        "    type: spark\n"
-        "    spark_conf:\n"
-        f'        spark.master: "{cfg.spark_master}"\n'
-        '        spark.sql.session.timeZone: "UTC"\n'
-        '        spark.ui.enabled: "false"\n'
-        f'        spark.sql.shuffle.partitions: "{partitions}"\n'
-    )
+    # comparisons run in the session time zone. Arrow: the entity frame goes in and the result
+    # comes out as Arrow batches, not pickled rows. Few shuffle partitions and a 4 GB driver in
+    # local mode: the default 200 partitions are sized for a cluster (each is a task of fixed
+    # overhead), and with the default 1 GB heap 1M entity rows left the JVM collecting garbage
+    # for minutes.
+    local = cfg.spark_master.startswith("local")
+    lines = [
+        ("spark.master", cfg.spark_master),
+        ("spark.sql.session.timeZone", "UTC"),
+        ("spark.ui.enabled", "false"),
+        ("spark.sql.execution.arrow.pyspark.enabled", "true"),
+        ("spark.sql.shuffle.partitions", "4" if local else "200"),
+        *((("spark.driver.memory", "4g"),) if local else ()),
+    ]
+    conf = "".join(f'        {key}: "{value}"\n' for key, value in lines)
+    return f"    type: spark\n    spark_conf:\n{conf}"
 
 
 def _is_spark(store: FeatureStore) -> bool:
