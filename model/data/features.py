@@ -194,17 +194,16 @@ def _offline_yaml(cfg: StoreConfig) -> str:
     if cfg.offline_store != "spark":
         return f"    type: {cfg.offline_store}\n"
     # Settings for the session Feast starts when none is active. UTC: Feast's point-in-time
-    # comparisons run in the session time zone. Arrow: the entity frame goes in and the result
-    # comes out as Arrow batches, not pickled rows. Few shuffle partitions and a 4 GB driver in
+    # comparisons run in the session time zone. Few shuffle partitions and a 4 GB driver in
     # local mode: the default 200 partitions are sized for a cluster (each is a task of fixed
     # overhead), and with the default 1 GB heap 1M entity rows left the JVM collecting garbage
-    # for minutes.
+    # for minutes. No Arrow transfer: with it, 1M entity rows hung here (driver and Python each
+    # waiting on the other for 3 minutes, 2026-12-01).
     local = cfg.spark_master.startswith("local")
     lines = [
         ("spark.master", cfg.spark_master),
         ("spark.sql.session.timeZone", "UTC"),
         ("spark.ui.enabled", "false"),
-        ("spark.sql.execution.arrow.pyspark.enabled", "true"),
         ("spark.sql.shuffle.partitions", "4" if local else "200"),
         *((("spark.driver.memory", "4g"),) if local else ()),
     ]
