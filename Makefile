@@ -17,11 +17,17 @@ $(STAMP): pyproject.toml
 	  || { tail -n 30 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
-# Servers the tests really start on loopback (Redis for the Feast online store).
+# What the tests really start: Redis on loopback (Feast online store) and a Java runtime (the
+# distribution's default, 17 or 21; Spark 4 runs on both) for Spark in local mode: the Spark
+# label engine and Feast's Spark offline store.
 tools:
 	@command -v redis-server >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@command -v java >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y -qq default-jre-headless >/dev/null; }
 
 demo: $(STAMP)
 	@echo "run: hm3 run (the whole pipeline on kfp.local; every step's log in out/logs/)"

@@ -4,9 +4,11 @@ Historical: features for every impression of a simulated world (default 1M impre
 and 10k items with 14 daily snapshots), read from Parquet, written to Parquet, with the ttl and
 defaults of feature service hm3_v1. Ours: `model.data.features.retrieve_historical` on Feast's
 DuckDB
-offline store (the default) and on Feast's file (dask) store. Peers, same tables in the same
-run: one DuckDB ASOF JOIN query and pandas `merge_asof`. Each variant runs in a fresh process,
-so its peak RSS (ru_maxrss) is its own; every output is checked against ours value by value.
+offline store (the default), on Feast's Spark store (local[2]; its seconds include starting the
+JVM) and on Feast's file (dask) store. Peers, same tables in the same run: one DuckDB ASOF JOIN
+query and pandas `merge_asof`. Each variant runs in a fresh process, so its peak RSS is its own
+(ru_maxrss, or the sampled RSS of the process and its children where larger: Spark's JVM is a
+child); every output is checked against ours value by value.
 
 Online: p50/p99 latency of `online_features` (and of Feast's raw `get_online_features`) for 1
 and 100 entity rows, on SQLite and on a real redis-server started on loopback.
@@ -14,6 +16,7 @@ and 100 entity rows, on SQLite and on a real redis-server started on loopback.
 Usage:
     nice -n 10 .venv/bin/python bench/features.py                    # 1M impressions
     nice -n 10 .venv/bin/python bench/features.py --impressions 200000 --calls 100
+    nice -n 10 .venv/bin/python bench/features.py --variants feast-duckdb feast-spark --no-online
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ def _child(name: str, world: str, out: str, infos, ttls, queue: mp.Queue) -> Non
 
     logging.disable(logging.WARNING)
     runners = {
+        "feast (spark store)": (("feast", "pyspark"), lambda: run_feast(world, out, "spark")),
         "feast (duckdb store)": (
             ("feast", "duckdb", "ibis"),
             lambda: run_feast(world, out, "duckdb"),
@@ -148,6 +152,7 @@ def _child(name: str, world: str, out: str, infos, ttls, queue: mp.Queue) -> Non
     modules, run = runners[name]
     for module in modules:
         importlib.import_module(module)
+    sampled = _sample_peak_rss()
     start = time.perf_counter()
     try:
         rows = run()
@@ -155,20 +160,48 @@ def _child(name: str, world: str, out: str, infos, ttls, queue: mp.Queue) -> Non
     except Exception as err:  # noqa: BLE001 - a failed variant is a result to print
         rows, error = 0, f"{type(err).__name__}: {str(err)[:80]}"
     seconds = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, sampled[0] / 2**20)
     queue.put((seconds, peak_mib, rows, error))
 
 
-def historical(world: Path, work: Path) -> None:
+def _sample_peak_rss() -> list[int]:
+    """Peak RSS in bytes of this process plus its children, sampled every 0.2 s."""
+    import threading
+
+    import psutil
+
+    peak, me = [0], psutil.Process()
+
+    def sample() -> None:
+        while True:
+            procs = [me, *me.children(recursive=True)]
+            peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs if p.is_running()))
+            time.sleep(0.2)
+
+    threading.Thread(target=sample, daemon=True).start()
+    return peak
+
+
+VARIANTS = {
+    "feast-duckdb": "feast (duckdb store)",
+    "feast-spark": "feast (spark store)",
+    "feast-file": "feast (file/dask store)",
+    "duckdb": "duckdb asof join",
+    "pandas": "pandas merge_asof",
+}
+
+
+def historical(world: Path, work: Path, variants: list[str]) -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
-    names = [
-        "feast (duckdb store)",
-        "feast (file/dask store)",
-        "duckdb asof join",
-        "pandas merge_asof",
+    # Ours on DuckDB first: every other output is compared with it; the plain join is the unit.
+    chosen = [
+        "feast-duckdb",
+        "duckdb",
+        *(v for v in variants if v not in ("feast-duckdb", "duckdb")),
     ]
+    names = [VARIANTS[v] for v in chosen]
     ctx = mp.get_context("spawn")
     infos, ttls = _service_infos()
     results = {}
@@ -287,6 +320,8 @@ def main() -> None:
     parser.add_argument("--impressions", type=int, default=1_000_000)
     parser.add_argument("--calls", type=int, default=200, help="Online calls per store and batch.")
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "features")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--no-online", action="store_true", help="Skip the online latency part.")
     args = parser.parse_args()
 
     from model.world.mechanism import WorldConfig
@@ -295,8 +330,9 @@ def main() -> None:
     world = args.work / f"world_{args.impressions}"
     if not (world / "world.json").exists():
         simulate(WorldConfig(impressions=args.impressions), world)
-    historical(world, args.work)
-    online(world, args.work, args.calls)
+    historical(world, args.work, args.variants)
+    if not args.no_online:
+        online(world, args.work, args.calls)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""Label building speed and peak memory, ours (DuckDB) next to a pandas.merge_asof version.
+"""Label building speed and peak memory: ours on DuckDB and Spark local[2], and pandas.merge_asof.
 
-    python bench/labels.py --impressions 1000000 10000000
+    python bench/labels.py --impressions 1000000 10000000 [--impls duckdb spark pandas]
 
-Both sides implement the same rules (model/data/labels.py) on the same simulated world and write the
-same labels.parquet; the table says whether the two outputs are identical. Each run is a fresh
-subprocess, so peak RSS (the child's own ru_maxrss) is its own. Worlds are simulated once into
-.bench/ (gitignored) and reused.
+All implement the same rules (model/data/labels.py; DuckDB and Spark run the same SQL) on the same
+simulated world and write the same labels.parquet; the table says whether each output is identical
+to DuckDB's. Each run is a fresh subprocess, so peak RSS is its own: the child's ru_maxrss, and for
+Spark the sampled RSS of the Python driver plus its JVM. Spark's seconds include starting the JVM.
+Worlds are simulated once into .bench/ (gitignored) and reused.
 """
 
 from __future__ import annotations
@@ -34,6 +35,27 @@ report = build_labels(f"{world}/impressions.parquet", f"{world}/events.parquet",
 seconds = time.perf_counter() - t0
 print(json.dumps({"seconds": seconds, "nodes": report.nodes, "quarantine": report.quarantine,
                   "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+CHILD_SPARK = """
+import json, sys, threading, time
+import psutil
+from model.data.label_engines import SparkTarget
+from model.data.labels import build_labels
+world, out = sys.argv[1], sys.argv[2]
+peak, me = [0], psutil.Process()
+def sample():  # the JVM is a child process: its memory is not in our ru_maxrss
+    while True:
+        procs = [me, *me.children(recursive=True)]
+        peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs if p.is_running()))
+        time.sleep(0.2)
+threading.Thread(target=sample, daemon=True).start()
+t0 = time.perf_counter()
+report = build_labels(f"{world}/impressions.parquet", f"{world}/events.parquet", out,
+                      engine="spark", spark=SparkTarget(master="local[2]"))
+seconds = time.perf_counter() - t0
+print(json.dumps({"seconds": seconds, "nodes": report.nodes, "quarantine": report.quarantine,
+                  "peak_kib": peak[0] // 1024}))
 """
 
 CHILD_PANDAS = """
@@ -214,6 +236,13 @@ def pandas_labels(impressions: str, events: str, out_dir: str) -> dict:
     }
 
 
+CHILDREN = {
+    "duckdb": ("ours (DuckDB)", CHILD_OURS),
+    "spark": ("ours (Spark local[2])", CHILD_SPARK),
+    "pandas": ("pandas.merge_asof", CHILD_PANDAS),
+}
+
+
 def world_for(n: int) -> Path:
     """A default simulated world (seed 0) of n impressions, simulated once and cached."""
     name = f"world_{n // 1_000_000}m" if n % 1_000_000 == 0 else f"world_{n}"
@@ -249,8 +278,13 @@ def identical(a: Path, b: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--impressions", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument(
+        "--impls", nargs="+", choices=list(CHILDREN), default=list(CHILDREN), help="what to run"
+    )
     args = parser.parse_args()
-    table = Table(title="hm3 labels: ours (DuckDB ASOF JOIN) vs pandas.merge_asof, same rules")
+    table = Table(
+        title="hm3 labels: ours (DuckDB, Spark local[2]) vs pandas.merge_asof, same rules"
+    )
     for col in (
         "impressions",
         "events",
@@ -266,17 +300,20 @@ def main() -> None:
         n_events = pq.ParquetFile(world / "events.parquet").metadata.num_rows
         with tempfile.TemporaryDirectory(prefix="hm3-bench-labels-") as tmp:
             results = {}
-            for impl, child in (("ours (DuckDB)", CHILD_OURS), ("pandas", CHILD_PANDAS)):
+            for impl in ("duckdb", *(i for i in args.impls if i != "duckdb")):
                 t0 = time.perf_counter()
-                results[impl] = run(child, world, Path(tmp, impl.split()[0]))
+                results[impl] = run(CHILDREN[impl][1], world, Path(tmp, impl))
                 results[impl]["wall"] = time.perf_counter() - t0
-            same = identical(Path(tmp, "ours"), Path(tmp, "pandas"))
-            same_q = results["ours (DuckDB)"]["quarantine"] == results["pandas"]["quarantine"]
+                results[impl]["same"] = identical(Path(tmp, "duckdb"), Path(tmp, impl))
+                results[impl]["same_q"] = (
+                    results["duckdb"]["quarantine"] == results[impl]["quarantine"]
+                )
         for impl, r in results.items():
+            same, same_q = r["same"], r["same_q"]
             table.add_row(
                 f"{n:,}",
                 f"{n_events:,}",
-                impl,
+                CHILDREN[impl][0],
                 f"{r['seconds']:.1f}",
                 f"{n / r['seconds']:,.0f}",
                 f"{r['peak_kib'] / 2**20:.2f}",

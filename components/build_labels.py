@@ -17,6 +17,9 @@ def build_labels(
     label_stats: Output[Metrics],
     label_graph: Output[HTML],
     config_json: str = "{}",
+    engine: str = "duckdb",
+    spark_master: str = "local[2]",
+    spark_remote: str = "",
 ):
     """Write labels.parquet, quarantine.parquet, report.json and graph.svg into `labels`.
 
@@ -26,9 +29,15 @@ def build_labels(
         label_stats: Node counts, edge rates and quarantine counts as KFP metrics.
         label_graph: The behavior graph picture with rates, quarantine and accounting tables.
         config_json: `LabelConfig` overrides as a JSON object, e.g. '{"purchase_window_s": 604800}'.
+        engine: `duckdb` (embedded) or `spark`; same rules, same files.
+        spark_master: With engine `spark`: master of the step's own session (local[2] runs
+            Spark inside the step's container).
+        spark_remote: With engine `spark`: a Spark Connect URL (sc://HOST:15002) of a cluster
+            that reads the world from gs://; empty = the master above.
     """
     from pathlib import Path
 
+    from model.data.label_engines import SparkTarget
     from model.data.labels import GRAPH_FILE, LabelConfig
     from model.data.labels import build_labels as run
     from model.data.labels_report import report_html
@@ -38,7 +47,11 @@ def build_labels(
         return str(single if single.exists() else Path(world.path, name))
 
     config = LabelConfig.from_json(config_json)
-    report = run(table("impressions"), table("events"), labels.path, config)
+    spark = SparkTarget(master=spark_master, remote=spark_remote or None)
+    report = run(
+        table("impressions"), table("events"), labels.path, config, engine=engine, spark=spark
+    )
+    labels.metadata["engine"] = engine
 
     labels.metadata.update(
         {

@@ -15,6 +15,7 @@ def retrieve_features(
     feature_service: str = "hm3_v1",
     offline_store: str = "duckdb",
     materialize_online: bool = True,
+    spark_master: str = "local[2]",
 ) -> None:
     """Retrieve the feature service's features for every impression of a world.
 
@@ -31,8 +32,9 @@ def retrieve_features(
             and online_store.db when materialized). The local deployment serves from it; a
             cluster serves from Redis through the Feast ConfigMap instead.
         feature_service: Feast FeatureService name.
-        offline_store: Feast offline store, `duckdb` or `file`.
+        offline_store: Feast offline store, `duckdb`, `spark` or `file`.
         materialize_online: Load the latest user and item snapshots into the SQLite online store.
+        spark_master: With offline_store `spark`: master of the session Feast starts.
     """
     from model.data.features import retrieve_world
 
@@ -43,6 +45,7 @@ def retrieve_features(
         offline_store=offline_store,
         repo_dir=feature_store.path,
         materialize_online=materialize_online,
+        spark_master=spark_master,
     )
     feature_store.metadata["feature_service"] = report.service
     feature_store.metadata["online_store"] = "sqlite" if materialize_online else "empty"

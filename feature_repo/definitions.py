@@ -46,14 +46,15 @@ class Definitions:
         ]
 
 
-def build(users: str, items: str) -> Definitions:
+def build(users: str, items: str, spark: bool = False) -> Definitions:
     """Build the repository's objects over the given users and items tables.
 
     Args:
         users: Location of the users table (path, file:// or gs:// Parquet, or bq://).
         items: Location of the items table.
+        spark: Parquet sources as `SparkSource`s, for a store whose offline store is Spark.
     """
-    users_src, items_src = users_source(users), items_source(items)
+    users_src, items_src = users_source(users, spark), items_source(items, spark)
     user_fv, item_fv = user_features_view(users_src), item_features_view(items_src)
     ratio = price_to_user_spend_view(user_fv, item_fv)
     return Definitions(

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from fnmatch import fnmatch
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -254,6 +254,30 @@ def local_file(uri: str | os.PathLike[str]) -> Iterator[Path]:
         path = Path(tmp) / Path(_split(str(uri))[1]).name
         path.write_bytes(read_bytes(uri))
         yield path
+
+
+@contextmanager
+def open_binary(uri: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A seekable reader; for gs:// one that fetches only the byte ranges read (a footer).
+
+    Raises:
+        FileNotFoundError: Naming the URI.
+    """
+    if not is_gcs(uri):
+        with _local(uri).open("rb") as handle:
+            yield handle
+        return
+    from google.api_core.exceptions import NotFound
+
+    bucket, key = _split(str(uri))
+    try:
+        blob = _bucket(bucket).get_blob(key)
+    except NotFound as err:
+        raise FileNotFoundError(f"no such object: {uri}") from err
+    if blob is None:
+        raise FileNotFoundError(f"no such object: {uri}")
+    with blob.open("rb") as handle:
+        yield handle
 
 
 @contextmanager

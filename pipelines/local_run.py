@@ -38,6 +38,9 @@ class LocalRunConfig:
     train_overrides: dict[str, object] = field(default_factory=dict)
     source_uri: str = ""  # raw logs to ingest (local, file:// or gs://); empty = simulate
     deploy_dir: str = ""  # deployment registry folder (local or gs://); empty = out/deployment
+    label_engine: str = "duckdb"  # label_engine: duckdb or spark
+    offline_store: str = "duckdb"  # offline_store: Feast's duckdb or spark offline store
+    spark_master: str = "local[2]"  # spark_master: for both Spark steps
 
     def __post_init__(self) -> None:
         if self.impressions < 1_000:
@@ -115,6 +118,9 @@ def run_local(cfg: LocalRunConfig, verbose: bool = False) -> LocalRunResult:
                 items=cfg.items,
                 train_config_json=json.dumps(train_config),
                 min_cvr_auc=cfg.min_cvr_auc,
+                label_engine=cfg.label_engine,
+                offline_store=cfg.offline_store,
+                spark_master=cfg.spark_master,
             )
         except RuntimeError as err:
             if view.failed is None:

@@ -65,6 +65,10 @@ def create_pipeline(
         items: int = 250,
         days: int = 14,
         label_config_json: str = "{}",
+        label_engine: str = "duckdb",
+        offline_store: str = "duckdb",
+        spark_master: str = "local[2]",
+        spark_remote: str = "",
         train_config_json: str = "{}",
         min_cvr_auc: float = 0.6,
         auc_tolerance: float = 0.002,
@@ -87,13 +91,23 @@ def create_pipeline(
             "4Gi",
         )
         labels = _sized(
-            build_labels(world=logs.outputs["world"], config_json=label_config_json),
+            build_labels(
+                world=logs.outputs["world"],
+                config_json=label_config_json,
+                engine=label_engine,
+                spark_master=spark_master,
+                spark_remote=spark_remote,
+            ),
             "build graph labels",
             "2",
             "8Gi",
         )
         features = _sized(
-            retrieve_features(world=logs.outputs["world"]),
+            retrieve_features(
+                world=logs.outputs["world"],
+                offline_store=offline_store,
+                spark_master=spark_master,
+            ),
             "retrieve Feast features",
             "2",
             "8Gi",

@@ -51,3 +51,29 @@ def gcs_bucket() -> Iterator[str]:
             os.environ.pop("STORAGE_EMULATOR_HOST", None)
         else:
             os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    """One real SparkSession in local mode for the whole test session (a JVM starts once).
+
+    Code under test that asks for a session (labels' Spark engine, Feast's Spark store) gets
+    this one: both reuse the active session.
+    """
+    import shutil
+
+    if shutil.which("java") is None:
+        pytest.fail("java is not installed: run `make tools` (apt-get install a JRE 17)")
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("hm3-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

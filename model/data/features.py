@@ -52,7 +52,8 @@ ONLINE_DB = "online_store.db"
 DEFAULTS_KEY = b"hm3.feature_defaults"
 SERVICE_KEY = b"hm3.feature_service"
 ONLINE_STORES = ("sqlite", "redis")
-OFFLINE_STORES = ("file", "duckdb")
+OFFLINE_STORES = ("file", "duckdb", "spark")
+DEFAULT_SPARK_MASTER = "local[2]"
 # Feast's file store can miss the last row when the end equals it (feast-dev/feast#5228).
 MATERIALIZE_MARGIN = timedelta(seconds=1)
 _ROW = "_hm3_row"  # carries each entity row's position through Feast, which may reorder rows
@@ -71,10 +72,13 @@ class StoreConfig:
         repo_dir: Local folder for feature_store.yaml, the registry and the SQLite online store.
         online_store: `sqlite` (a file in repo_dir) or `redis`.
         redis: Redis `host:port` (only with online_store="redis").
-        offline_store: `duckdb` (Parquet sources read by DuckDB, the default) or `file`
-            (Feast's dask store; in Feast 0.67 it drops entity rows that have no snapshot
-            within the ttl, which `historical_features` refuses with an error).
+        offline_store: `duckdb` (Parquet sources read by DuckDB, the default), `spark`
+            (Feast's Spark store, sources as `SparkSource`s) or `file` (Feast's dask store; in
+            Feast 0.67 it drops entity rows that have no snapshot within the ttl, which
+            `historical_features` refuses with an error).
         project: Feast project name.
+        spark_master: Spark master for a new session of the Spark store (`local[2]`, or a
+            cluster's). Feast reuses an already active SparkSession and then ignores it.
     """
 
     repo_dir: str
@@ -82,6 +86,7 @@ class StoreConfig:
     redis: str = "127.0.0.1:6379"
     offline_store: str = "duckdb"
     project: str = "hm3"
+    spark_master: str = DEFAULT_SPARK_MASTER
 
     def __post_init__(self) -> None:
         if not self.repo_dir:
@@ -176,13 +181,38 @@ def write_repo_config(cfg: StoreConfig) -> Path:
         f"project: {cfg.project}\n"
         "provider: local\n"
         f"registry:\n    path: {REGISTRY_DB}\n    cache_ttl_seconds: 60\n"
-        f"offline_store:\n    type: {cfg.offline_store}\n"
+        f"offline_store:\n{_offline_yaml(cfg)}"
         f"online_store:\n{online}"
         "entity_key_serialization_version: 3\n"
         "auth:\n    type: no_auth\n"
     )
     storage.write_text_atomic(repo / "feature_store.yaml", text)
     return repo
+
+
+def _offline_yaml(cfg: StoreConfig) -> str:
+    if cfg.offline_store != "spark":
+        return f"    type: {cfg.offline_store}\n"
+    # Settings for the session Feast starts when none is active. UTC: Feast's point-in-time
+    # comparisons run in the session time zone. Few shuffle partitions and a 4 GB driver in
+    # local mode: the default 200 partitions are sized for a cluster (each is a task of fixed
+    # overhead), and with the default 1 GB heap 1M entity rows left the JVM collecting garbage
+    # for minutes. No Arrow transfer: with it, 1M entity rows hung here (driver and Python each
+    # waiting on the other for 3 minutes, 2026-12-01).
+    local = cfg.spark_master.startswith("local")
+    lines = [
+        ("spark.master", cfg.spark_master),
+        ("spark.sql.session.timeZone", "UTC"),
+        ("spark.ui.enabled", "false"),
+        ("spark.sql.shuffle.partitions", "4" if local else "200"),
+        *((("spark.driver.memory", "4g"),) if local else ()),
+    ]
+    conf = "".join(f'        {key}: "{value}"\n' for key, value in lines)
+    return f"    type: spark\n    spark_conf:\n{conf}"
+
+
+def _is_spark(store: FeatureStore) -> bool:
+    return store.config.offline_store.type == "spark"
 
 
 def open_store(config: str | Path) -> FeatureStore:
@@ -200,24 +230,31 @@ def open_store(config: str | Path) -> FeatureStore:
     return FeatureStore(repo_path=str(yaml_file.parent), fs_yaml_file=yaml_file)
 
 
-def check_feature_table(location: str, expected: pa.Schema, keys: Sequence[str]) -> TableCheck:
+def check_feature_table(
+    location: str, expected: pa.Schema, keys: Sequence[str], spark: bool = False
+) -> TableCheck:
     """Validate a users/items table before Feast reads it.
 
     Args:
         location: Parquet path or gs:// URI (bq:// tables are checked by BigQuery).
         expected: The contract, `schema.USERS` or `schema.ITEMS`.
         keys: Columns that must never be null (the join key and the timestamp).
+        spark: The table is for Spark, which cannot read nanosecond timestamps.
 
     Returns:
         Row count and null count per feature column (nulls there are allowed: retrieval fills
         them with the Field's default and counts them).
 
     Raises:
-        schema.SchemaError: A column is missing or mistyped (names the column).
+        schema.SchemaError: A column is missing or mistyped (names the column), or (Spark) a
+            timestamp is in nanoseconds.
         ValueError: A key column holds nulls (names the column and the first bad row).
     """
     with storage.local_file(location) as path:
-        schema.validate_columns(pq.read_schema(path), expected, location)
+        found = pq.read_schema(path)
+        schema.validate_columns(found, expected, location)
+        if spark:
+            _refuse_nanoseconds(found, location)
         table = pq.read_table(path, columns=expected.names)
     for key in keys:
         nulls = table[key].null_count
@@ -229,6 +266,16 @@ def check_feature_table(location: str, expected: pa.Schema, keys: Sequence[str])
             )
     counts = {name: table[name].null_count for name in expected.names if name not in keys}
     return TableCheck(source=location, rows=table.num_rows, nulls=counts)
+
+
+def _refuse_nanoseconds(found: pa.Schema, location: str) -> None:
+    """Spark cannot read TIMESTAMP(NANOS) Parquet, and Feast reports that as a missing source."""
+    for f in found:
+        if pa.types.is_timestamp(f.type) and f.type.unit == "ns":
+            raise schema.SchemaError(
+                f"{location}: column {f.name!r} has type {f.type}; Spark reads timestamps in "
+                "microseconds at most: write it with pyarrow coerce_timestamps='us'"
+            )
 
 
 def apply(store: FeatureStore, users: str, items: str, validate: bool = True) -> list[TableCheck]:
@@ -255,7 +302,9 @@ def apply(store: FeatureStore, users: str, items: str, validate: bool = True) ->
         ):
             if location.startswith(BIGQUERY_SCHEME):
                 continue
-            check = check_feature_table(location, contract, [key, TIMESTAMP_COLUMN])
+            check = check_feature_table(
+                location, contract, [key, TIMESTAMP_COLUMN], spark=_is_spark(store)
+            )
             if any(check.nulls.values()):
                 log.warning(
                     "%s: null feature values %s; retrieval fills them with defaults",
@@ -263,7 +312,7 @@ def apply(store: FeatureStore, users: str, items: str, validate: bool = True) ->
                     {k: v for k, v in check.nulls.items() if v},
                 )
             checks.append(check)
-    definitions = build(users, items)
+    definitions = build(users, items, spark=_is_spark(store))
     store.apply(definitions.objects())
     log.info(
         "applied %d Feast objects (users=%s, items=%s)", len(definitions.objects()), users, items
@@ -485,6 +534,9 @@ def historical_features(
             "(use offline_store='duckdb')"
         )
     result = result.sort_values(_ROW, kind="stable").drop(columns=_ROW).reset_index(drop=True)
+    # The caller's own columns, as given: stores hand them back retyped (Spark: naive ns times).
+    for column in entities.columns:
+        result[column] = entities[column].reset_index(drop=True)
     filled = fill_missing(result, infos)
     ordered = [c for c in entities.columns] + [f.name for f in infos]
     return result[ordered], infos, filled
@@ -643,15 +695,19 @@ def _utc(ts: datetime) -> datetime:
 
 def _source_time_range(store: FeatureStore) -> tuple[datetime, datetime]:
     from feast import FileSource
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
     lows, highs = [], []
     for view in store.list_feature_views():
         source = view.batch_source
-        if not isinstance(source, FileSource):
+        if isinstance(source, FileSource):
+            path = FileSource.get_uri_for_file_path(store.repo_path, source.path)
+        elif isinstance(source, SparkSource) and source.path:
+            path = source.path
+        else:
             raise ValueError(
                 f"materialize: view {view.name!r} reads {type(source).__name__}; pass start and end"
             )
-        path = FileSource.get_uri_for_file_path(store.repo_path, source.path)
         with storage.local_file(path) as local:
             column = pq.read_table(local, columns=[source.timestamp_field])[source.timestamp_field]
         lo, hi = pc.min_max(column).values()
@@ -745,6 +801,7 @@ def retrieve_world(
     offline_store: str = "duckdb",
     repo_dir: str | None = None,
     materialize_online: bool = False,
+    spark_master: str = DEFAULT_SPARK_MASTER,
 ) -> RetrievalReport:
     """One-shot retrieval for a pipeline run: apply over a world's tables, retrieve, report.
 
@@ -755,10 +812,11 @@ def retrieve_world(
         world: Folder or gs:// prefix with impressions.parquet, users.parquet, items.parquet.
         out_dir: Output folder or gs:// prefix.
         features: Feature service name.
-        offline_store: `duckdb` or `file`.
+        offline_store: `duckdb`, `spark` or `file`.
         repo_dir: Keep the run's Feast repo here (relocatable: its paths are relative).
         materialize_online: Also load the latest snapshot of every user and item into the
             repo's SQLite online store, so a local endpoint can serve from `repo_dir`.
+        spark_master: With `offline_store="spark"`: the master of a new Spark session.
 
     Raises:
         ValueError: If `materialize_online` is set without a `repo_dir` to keep.
@@ -766,7 +824,9 @@ def retrieve_world(
     if materialize_online and not repo_dir:
         raise ValueError("materialize_online needs a repo_dir to keep the online store in")
     with tempfile.TemporaryDirectory(prefix="hm3-feast-") as tmp:
-        cfg = StoreConfig(repo_dir=repo_dir or tmp, offline_store=offline_store)
+        cfg = StoreConfig(
+            repo_dir=repo_dir or tmp, offline_store=offline_store, spark_master=spark_master
+        )
         store = open_store(write_repo_config(cfg))
         apply(
             store,

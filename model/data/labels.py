@@ -13,7 +13,8 @@ Rules (all windows closed intervals, all in `LabelConfig`):
   timestamp are one attribution target: the smallest impression_id.
 - A micro, macro or purchase event belongs to the latest click of the same user and item at or
   before it, if that click is at most the event's window older (`micro_window_s`,
-  `macro_window_s`, `purchase_window_s`) and the click itself belongs to an impression.
+  `macro_window_s`, `purchase_window_s`) and the click itself belongs to an impression. Clicks
+  of one user and item at the same instant are one point: attributed if any of them is.
 - d_micro = a micro event on a `d_micro_components` component; d_macro = an event of
   `d_macro_events`; buy = a purchase. All three hang off a click, so they imply click = 1.
 
@@ -21,11 +22,12 @@ Every input row is either used (an impression becomes a label row, an event is a
 written to `quarantine.parquet` with one `reason` from `QUARANTINE_REASONS`; the counts must
 balance or the run fails.
 
-Engine: DuckDB. Its ASOF JOIN is exactly "latest row of the same key at or before t", runs
-vectorized and multi-threaded, spills to disk under a memory limit and reads Parquet files,
-folders and globs natively. The 10M-row impression table is only scanned (never sorted or
-materialized); the as-of joins run on events and on the impressions of user-item pairs that
-have events, which is a few percent of the table.
+Engines: the rules are SQL written once (`model.data.label_rules`). Embedded DuckDB (the
+default) runs it vectorized and multi-threaded, spills to disk under a memory limit and reads
+Parquet files, folders and globs natively; Apache Spark (`engine="spark"`, local mode or a
+cluster, `model.data.label_engines`) runs the same text transpiled by sqlglot. The 10M-row
+impression table is only scanned; the as-of joins run on events and on the impressions of
+user-item pairs that have events, which is a few percent of the table.
 """
 
 from __future__ import annotations
@@ -45,7 +47,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model import storage
+from model.data import label_rules as rules
 from model.data import schema
+from model.data.label_engines import (
+    ENGINES,
+    LABELS_SCHEMA,
+    QUARANTINE_SCHEMA,
+    LabelEngine,
+    SparkTarget,
+    open_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +103,7 @@ GRAPH_EDGES: tuple[tuple[str, str], ...] = (
 )
 
 _WINDOW_FIELDS = ("click_window_s", "micro_window_s", "macro_window_s", "purchase_window_s")
-_US = 1_000_000
+_US = rules.US
 
 
 @dataclass(frozen=True)
@@ -254,12 +265,18 @@ class AccountingError(RuntimeError):
 # --- input resolution ---------------------------------------------------------------------------
 
 
-def _local_files(specs: Sequence[str], name: str, scratch: Path) -> list[str]:
-    """Local paths for every input file; gs:// objects are downloaded into `scratch`."""
+def _local_files(
+    specs: Sequence[str], name: str, scratch: Path, download: bool = True
+) -> list[str]:
+    """Every input file; gs:// objects are downloaded into `scratch` unless `download` is off.
+
+    Off for Spark on a cluster: its executors read gs:// themselves, and the driver's scratch
+    folder is not theirs.
+    """
     files: list[str] = []
     for spec in specs:
         for uri in storage.parquet_files(spec, what=name):
-            if storage.is_gcs(uri):
+            if storage.is_gcs(uri) and download:
                 target = scratch / name / f"{len(files):06d}-{Path(uri).name}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(storage.read_bytes(uri))
@@ -273,12 +290,14 @@ def _validate(files: list[str], contract: Any, sources: list[str]) -> int:
     """Check every file's columns against the contract; return the total row count."""
     rows = 0
     for path, source in zip(files, sources, strict=True):
-        try:
-            meta = pq.ParquetFile(path)
-        except (pa.ArrowException, OSError) as err:
-            raise schema.SchemaError(f"{source}: not a readable Parquet file ({err})") from err
-        schema.validate_columns(meta.schema_arrow, contract, source=source)
-        rows += meta.metadata.num_rows
+        # Only the footer is read, also from gs:// (byte ranges, not the whole object).
+        with storage.open_binary(path) as handle:
+            try:
+                meta = pq.ParquetFile(handle)
+            except (pa.ArrowException, OSError) as err:
+                raise schema.SchemaError(f"{source}: not a readable Parquet file ({err})") from err
+            schema.validate_columns(meta.schema_arrow, contract, source=source)
+            rows += meta.metadata.num_rows
     return rows
 
 
@@ -286,10 +305,6 @@ def _as_list(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) ->
     if isinstance(spec, str | os.PathLike):
         return [os.fspath(spec)]
     return [os.fspath(s) for s in spec]
-
-
-def _sql_list(items: Sequence[str]) -> str:
-    return "[" + ", ".join("'" + s.replace("'", "''") + "'" for s in items) + "]"
 
 
 # --- the build ----------------------------------------------------------------------------------
@@ -301,10 +316,15 @@ def build_labels(
     out_dir: str | os.PathLike[str],
     config: LabelConfig | None = None,
     *,
+    engine: str = "duckdb",
     threads: int | None = None,
     memory_limit: str = "4GB",
+    spark: SparkTarget | None = None,
 ) -> LabelReport:
     """Build per-impression graph labels from raw impressions and events.
+
+    Both engines run the same rules (`model.data.label_rules`) and write the same files with
+    the same schema, row for row.
 
     Args:
         impressions: Parquet file(s), folder(s) or glob(s) of `schema.IMPRESSIONS`, local,
@@ -313,8 +333,10 @@ def build_labels(
         out_dir: Folder (local or gs://) that receives labels.parquet, quarantine.parquet,
             report.json and graph.svg. A gs:// folder is uploaded and sealed with a manifest.
         config: Windows and node definitions (default: `LabelConfig()`).
+        engine: `duckdb` (embedded, the default) or `spark` (local mode or a cluster).
         threads: DuckDB threads (default: all cores).
         memory_limit: DuckDB memory limit; larger intermediates spill to a temp folder.
+        spark: Where Spark runs (default: the active session, else local[2]).
 
     Returns:
         The report also written to report.json.
@@ -322,10 +344,13 @@ def build_labels(
     Raises:
         FileNotFoundError: An input matches no Parquet file.
         schema.SchemaError: A file lacks a column or has it mistyped (file, column and
-            expected type named).
+            expected type named), whichever the engine: files are checked before it starts.
+        ValueError: An unknown engine.
         AccountingError: Rows were lost or double-counted (a bug, never bad input).
     """
     config = config or LabelConfig()
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hm3-labels-") as tmp:
         scratch = Path(tmp)
@@ -334,15 +359,24 @@ def build_labels(
         local_out.mkdir(parents=True, exist_ok=True)
 
         imp_specs, ev_specs = _as_list(impressions), _as_list(events)
-        imp_files = _local_files(imp_specs, "impressions", scratch)
-        ev_files = _local_files(ev_specs, "events", scratch)
+        spark = spark or SparkTarget()
+        download = engine == "duckdb" or spark.local
+        imp_files = _local_files(imp_specs, "impressions", scratch, download)
+        ev_files = _local_files(ev_specs, "events", scratch, download)
         imp_rows = _validate(imp_files, schema.IMPRESSIONS, _sources(imp_specs, imp_files))
         ev_rows = _validate(ev_files, schema.EVENTS, _sources(ev_specs, ev_files))
 
-        report = _run_duckdb(imp_files, ev_files, local_out, config, scratch, threads, memory_limit)
-        used_imp = pq.ParquetFile(local_out / LABELS_FILE).metadata.num_rows
+        runner = open_engine(
+            engine, scratch, threads=threads, memory_limit=memory_limit, spark=spark
+        )
+        try:
+            report = _run_rules(runner, imp_files, ev_files, local_out, config)
+        finally:
+            runner.close()
         accounting = {
-            "impressions": _balance(imp_rows, used_imp, report["quarantine"]["impressions"]),
+            "impressions": _balance(
+                imp_rows, report["labels"], report["quarantine"]["impressions"]
+            ),
             "events": _balance(ev_rows, report["events_used"], report["quarantine"]["events"]),
         }
         result = LabelReport(
@@ -371,8 +405,9 @@ def build_labels(
         if remote_out:
             storage.upload_dir(local_out, os.fspath(out_dir))
     log.info(
-        "labels: %d impressions, %d clicks, %d buys; quarantined %d impression and %d event "
-        "rows; %.1f s",
+        "labels (%s): %d impressions, %d clicks, %d buys; quarantined %d impression and %d "
+        "event rows; %.1f s",
+        engine,
         result.nodes["impression"],
         result.nodes["click"],
         result.nodes["buy"],
@@ -383,9 +418,35 @@ def build_labels(
     return result
 
 
+def _run_rules(
+    engine: LabelEngine, imp_files: list[str], ev_files: list[str], out: Path, cfg: LabelConfig
+) -> dict[str, Any]:
+    """Run every rule step on `engine`; write labels.parquet and quarantine.parquet."""
+    engine.define_inputs(imp_files, ev_files)
+    for step in rules.impression_steps(cfg):
+        engine.run(step)
+    ((lo, hi, n_imp),) = engine.fetch(rules.BOUNDS_SQL)
+    for step in rules.event_steps(cfg, *rules.event_bounds(cfg, lo, hi)):
+        engine.run(step)
+    labels = engine.write(rules.LABELS_SQL, out / LABELS_FILE, LABELS_SCHEMA, "snappy")
+    engine.write(rules.QUARANTINE_SQL, out / QUARANTINE_FILE, QUARANTINE_SCHEMA, "zstd")
+    quarantine: dict[str, dict[str, int]] = {"impressions": {}, "events": {}}
+    for table, reason, n in engine.fetch(rules.QUARANTINE_COUNTS_SQL):
+        quarantine[table][reason] = n
+    nodes, edges = _graph_counts(engine, n_imp)
+    ((events_used,),) = engine.fetch(rules.EVENTS_USED_SQL)
+    return {
+        "labels": labels,
+        "nodes": nodes,
+        "edges": edges,
+        "quarantine": quarantine,
+        "events_used": events_used,
+    }
+
+
 def _sources(specs: list[str], files: list[str]) -> list[str]:
     # Error messages name the file as the user gave it; downloaded copies name their spec.
-    if all(not storage.is_gcs(s) for s in specs):
+    if all(not storage.is_gcs(s) for s in specs) or all(storage.is_gcs(f) for f in files):
         return files
     return [f"{','.join(specs)} ({Path(f).name})" for f in files]
 
@@ -400,286 +461,10 @@ def _balance(rows_in: int, used: int, quarantined: dict[str, int]) -> dict[str, 
     }
 
 
-def _run_duckdb(
-    imp_files: list[str],
-    ev_files: list[str],
-    out: Path,
-    cfg: LabelConfig,
-    scratch: Path,
-    threads: int | None,
-    memory_limit: str,
-) -> dict[str, Any]:
-    """All set and as-of joins; writes labels.parquet and quarantine.parquet."""
-    import duckdb
-
-    con = duckdb.connect(config={"memory_limit": memory_limit})
-    try:
-        if threads:
-            con.execute(f"SET threads = {int(threads)}")
-        con.execute(f"SET temp_directory = '{scratch / 'spill'}'")
-        # Output order is set explicitly where it matters; not preserving it saves memory.
-        con.execute("SET preserve_insertion_order = false")
-        _define_views(con, imp_files, ev_files, cfg)
-        return _attribute(con, out, cfg)
-    finally:
-        con.close()
-
-
-def _define_views(con: Any, imp_files: list[str], ev_files: list[str], cfg: LabelConfig) -> None:
-    # Timestamps become epoch microseconds: integer window arithmetic, and naive or tz-aware,
-    # us or ns inputs all mean the same UTC instant.
-    con.execute(
-        f"""
-        CREATE VIEW imp_src AS
-        SELECT filename AS file, file_row_number AS row_number,
-               CAST(impression_id AS VARCHAR) AS impression_id,
-               CAST(user_id AS BIGINT) AS user_id, CAST(item_id AS BIGINT) AS item_id,
-               epoch_us(ts) AS ts_us, CAST(position AS INTEGER) AS position,
-               CAST(scene AS VARCHAR) AS scene, CAST(device AS VARCHAR) AS device
-        FROM read_parquet({_sql_list(imp_files)}, filename = true, file_row_number = true,
-                          union_by_name = true)
-        """
-    )
-    row_reason = f"""
-        CASE WHEN impression_id IS NULL OR user_id IS NULL OR item_id IS NULL OR ts_us IS NULL
-               THEN 'null_field'
-             WHEN ts_us < {cfg.earliest_us} THEN 'ts_out_of_range' END
-    """
-    con.execute(f"CREATE VIEW imp_checked AS SELECT *, {row_reason} AS reason FROM imp_src")
-    # Duplicates among otherwise valid rows: the first row (by file, then row) is kept.
-    con.execute(
-        """
-        CREATE TEMP TABLE imp_dup AS
-        WITH hashes AS (
-            -- Grouping 64-bit hashes is much cheaper than grouping 10M strings; hash
-            -- collisions only widen the candidate set, the ranking below uses the real id.
-            SELECT hash(impression_id) AS h FROM imp_checked WHERE reason IS NULL
-            GROUP BY h HAVING count(*) > 1
-        ), ranked AS (
-            SELECT *, row_number() OVER (
-                PARTITION BY impression_id ORDER BY file, row_number) AS copy
-            FROM imp_checked
-            WHERE reason IS NULL AND hash(impression_id) IN (SELECT h FROM hashes)
-        )
-        SELECT * EXCLUDE (copy, reason), 'duplicate' AS reason FROM ranked WHERE copy > 1
-        """
-    )
-    con.execute(
-        """
-        CREATE VIEW imp_ok AS
-        SELECT * EXCLUDE (reason) FROM imp_checked
-        ANTI JOIN imp_dup USING (file, row_number)
-        WHERE reason IS NULL
-        """
-    )
-    con.execute(
-        f"""
-        CREATE TEMP TABLE ev_src AS
-        SELECT filename AS file, file_row_number AS row_number,
-               CAST(event_id AS VARCHAR) AS event_id,
-               CAST(user_id AS BIGINT) AS user_id, CAST(item_id AS BIGINT) AS item_id,
-               epoch_us(ts) AS ts_us, CAST(event_type AS VARCHAR) AS event_type,
-               CAST(component AS VARCHAR) AS component
-        FROM read_parquet({_sql_list(ev_files)}, filename = true, file_row_number = true,
-                          union_by_name = true)
-        """
-    )
-
-
-def _attribute(con: Any, out: Path, cfg: LabelConfig) -> dict[str, Any]:
-    lo, hi, n_imp = con.execute("SELECT min(ts_us), max(ts_us), count(*) FROM imp_ok").fetchone()
-    # With no valid impression nothing can be attributed; an empty range quarantines every event.
-    lo = cfg.earliest_us if lo is None else lo
-    hi = lo - 1 if hi is None else hi + cfg.longest_window_s * _US
-    types = _sql_list(cfg.event_types)
-    con.execute(
-        f"""
-        CREATE TEMP TABLE ev_checked AS
-        WITH pre AS (
-            SELECT *, CASE
-                WHEN event_id IS NULL OR user_id IS NULL OR item_id IS NULL OR ts_us IS NULL
-                    THEN 'null_field'
-                WHEN event_type IS NULL OR NOT list_contains({types}, event_type)
-                    THEN 'unknown_event_type'
-                WHEN event_type = '{cfg.micro_event}' AND component IS NULL
-                    THEN 'missing_component' END AS reason
-            FROM ev_src
-        ), ranked AS (
-            SELECT *, CASE WHEN reason IS NULL THEN row_number() OVER (
-                PARTITION BY event_id, reason IS NULL ORDER BY file, row_number) END AS copy
-            FROM pre
-        )
-        SELECT * EXCLUDE (copy, reason), CASE
-            WHEN reason IS NOT NULL THEN reason
-            WHEN copy > 1 THEN 'duplicate'
-            WHEN ts_us < {cfg.earliest_us} OR ts_us < {lo} OR ts_us > {hi}
-                THEN 'ts_out_of_range' END AS reason
-        FROM ranked
-        """
-    )
-    con.execute(
-        "CREATE TEMP TABLE pairs AS SELECT DISTINCT user_id, item_id FROM ev_checked "
-        "WHERE reason IS NULL"
-    )
-    # The only pass over all impressions before the output: those of user-item pairs with events.
-    # Same-timestamp impressions of a pair collapse to one target (smallest impression_id).
-    con.execute(
-        """
-        CREATE TEMP TABLE targets AS
-        SELECT user_id, item_id, ts_us, min(impression_id) AS impression_id
-        FROM imp_ok SEMI JOIN pairs USING (user_id, item_id)
-        GROUP BY user_id, item_id, ts_us
-        """
-    )
-    con.execute(
-        f"""
-        CREATE TEMP TABLE clicks AS
-        SELECT c.file, c.row_number, c.user_id, c.item_id, c.ts_us,
-               CASE WHEN t.ts_us IS NOT NULL AND c.ts_us - t.ts_us <= {cfg.click_window_s * _US}
-                    THEN t.impression_id END AS impression_id,
-               CASE WHEN t.ts_us IS NULL THEN 'click_without_impression'
-                    WHEN c.ts_us - t.ts_us > {cfg.click_window_s * _US}
-                        THEN 'impression_outside_window' END AS reason
-        FROM (SELECT * FROM ev_checked
-              WHERE reason IS NULL AND event_type = '{cfg.click_event}') c
-        ASOF LEFT JOIN targets t
-            ON c.user_id = t.user_id AND c.item_id = t.item_id AND c.ts_us >= t.ts_us
-        """
-    )
-    window = f"""CASE o.event_type
-        WHEN '{cfg.micro_event}' THEN {cfg.micro_window_s * _US}
-        WHEN '{cfg.purchase_event}' THEN {cfg.purchase_window_s * _US}
-        ELSE {cfg.macro_window_s * _US} END"""
-    con.execute(
-        f"""
-        CREATE TEMP TABLE others AS
-        SELECT o.file, o.row_number, o.event_type, o.component,
-               CASE WHEN k.ts_us IS NOT NULL AND o.ts_us - k.ts_us <= {window}
-                    THEN k.impression_id END AS impression_id,
-               CASE WHEN k.ts_us IS NULL THEN 'no_click'
-                    WHEN o.ts_us - k.ts_us > {window} THEN 'click_outside_window'
-                    WHEN k.impression_id IS NULL THEN 'click_unattributed' END AS reason,
-               o.user_id, o.item_id
-        FROM (SELECT * FROM ev_checked
-              WHERE reason IS NULL AND event_type <> '{cfg.click_event}') o
-        ASOF LEFT JOIN clicks k
-            ON o.user_id = k.user_id AND o.item_id = k.item_id AND o.ts_us >= k.ts_us
-        """
-    )
-    # A pair with no impression at all is `never_shown`, whatever else is wrong with the event.
-    con.execute(
-        """
-        CREATE TEMP TABLE attribution AS
-        SELECT a.file, a.row_number, a.impression_id, a.event_type, a.component,
-               CASE WHEN a.reason IS NOT NULL AND s.user_id IS NULL THEN 'never_shown'
-                    ELSE a.reason END AS reason
-        FROM (SELECT file, row_number, impression_id, 'click' AS event_type,
-                     NULL::VARCHAR AS component, reason, user_id, item_id FROM clicks
-              UNION ALL
-              SELECT file, row_number, impression_id, event_type, component, reason,
-                     user_id, item_id FROM others) a
-        LEFT JOIN (SELECT DISTINCT user_id, item_id FROM targets) s
-            ON a.user_id = s.user_id AND a.item_id = s.item_id
-        """
-    )
-    d_micro, d_macro = _sql_list(cfg.d_micro_components), _sql_list(cfg.d_macro_events)
-    con.execute(
-        f"""
-        CREATE TEMP TABLE graph AS
-        SELECT impression_id,
-               bool_or(event_type = '{cfg.micro_event}'
-                       AND list_contains({d_micro}, component)) AS d_micro,
-               bool_or(list_contains({d_macro}, event_type)) AS d_macro,
-               bool_or(event_type = '{cfg.purchase_event}') AS buy
-        FROM attribution WHERE reason IS NULL
-        GROUP BY impression_id
-        """
-    )
-    _write_labels(con, out / LABELS_FILE)
-    quarantine = _write_quarantine(con, out / QUARANTINE_FILE)
-    nodes, edges = _graph_counts(con, n_imp)
-    (events_used,) = con.execute("SELECT count(*) FROM attribution WHERE reason IS NULL").fetchone()
-    return {"nodes": nodes, "edges": edges, "quarantine": quarantine, "events_used": events_used}
-
-
-def _write_labels(con: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    con.execute(
-        f"""
-        COPY (
-            SELECT i.impression_id, i.user_id, i.item_id, make_timestamptz(i.ts_us) AS ts,
-                   i.position, i.scene, i.device,
-                   CAST(g.impression_id IS NOT NULL AS TINYINT) AS click,
-                   CAST(coalesce(g.d_micro, false) AS TINYINT) AS d_micro,
-                   CAST(coalesce(g.d_macro, false) AS TINYINT) AS d_macro,
-                   CAST(coalesce(g.buy, false) AS TINYINT) AS buy,
-                   CASE WHEN g.impression_id IS NULL THEN 'impression'
-                        ELSE 'impression>click>'
-                             || CASE WHEN g.d_micro THEN 'd_micro' ELSE 'o_micro' END || '>'
-                             || CASE WHEN g.d_macro THEN 'd_macro' ELSE 'o_macro' END
-                             || CASE WHEN g.buy THEN '>buy' ELSE '' END END AS path
-            FROM imp_ok i LEFT JOIN graph g USING (impression_id)
-            ORDER BY i.ts_us, i.impression_id
-        ) TO '{tmp}' (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 1000000)
-        """
-    )
-    os.replace(tmp, path)
-
-
-def _write_quarantine(con: Any, path: Path) -> dict[str, dict[str, int]]:
-    tmp = path.with_name(f".{path.name}.tmp")
-    con.execute(
-        """
-        CREATE TEMP TABLE quarantine AS
-        SELECT 'impressions' AS "table", file, row_number, reason, impression_id,
-               NULL::VARCHAR AS event_id, user_id, item_id, ts_us, position, scene, device,
-               NULL::VARCHAR AS event_type, NULL::VARCHAR AS component
-        FROM imp_checked WHERE reason IS NOT NULL
-        UNION ALL
-        SELECT 'impressions', file, row_number, reason, impression_id, NULL, user_id, item_id,
-               ts_us, position, scene, device, NULL, NULL
-        FROM imp_dup
-        UNION ALL
-        SELECT 'events', e.file, e.row_number, coalesce(e.reason, a.reason), NULL, e.event_id,
-               e.user_id, e.item_id, e.ts_us, NULL, NULL, NULL, e.event_type, e.component
-        FROM ev_checked e LEFT JOIN attribution a USING (file, row_number)
-        WHERE e.reason IS NOT NULL OR a.reason IS NOT NULL
-        """
-    )
-    con.execute(
-        f"""
-        COPY (
-            SELECT "table", file, row_number, reason, impression_id, event_id, user_id, item_id,
-                   make_timestamptz(ts_us) AS ts, position, scene, device, event_type, component
-            FROM quarantine ORDER BY "table", file, row_number
-        ) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)
-        """
-    )
-    os.replace(tmp, path)
-    counts: dict[str, dict[str, int]] = {"impressions": {}, "events": {}}
-    rows = con.execute(
-        'SELECT "table", reason, count(*) FROM quarantine GROUP BY ALL ORDER BY ALL'
-    ).fetchall()
-    for table, reason, n in rows:
-        counts[table][reason] = n
-    return counts
-
-
 def _graph_counts(
-    con: Any, n_imp: int
+    engine: LabelEngine, n_imp: int
 ) -> tuple[dict[str, int], dict[str, dict[str, float | None]]]:
-    row = con.execute(
-        """
-        SELECT count(*),
-               count(*) FILTER (d_micro), count(*) FILTER (NOT d_micro),
-               count(*) FILTER (d_macro), count(*) FILTER (NOT d_macro), count(*) FILTER (buy),
-               count(*) FILTER (d_micro AND d_macro), count(*) FILTER (d_micro AND NOT d_macro),
-               count(*) FILTER (NOT d_micro AND d_macro),
-               count(*) FILTER (NOT d_micro AND NOT d_macro),
-               count(*) FILTER (d_macro AND buy), count(*) FILTER (NOT d_macro AND buy)
-        FROM graph
-        """
-    ).fetchone()
+    (row,) = engine.fetch(rules.GRAPH_COUNTS_SQL)
     click, dmi, omi, dma, oma, buy, dmi_dma, dmi_oma, omi_dma, omi_oma, dma_buy, oma_buy = row
     nodes = dict(zip(GRAPH_NODES, (n_imp, click, dmi, omi, dma, oma, buy), strict=True))
     edge_counts = {

@@ -43,7 +43,7 @@ def features_apply(
     redis: Annotated[str, typer.Option(help="Redis host:port (with --online redis).")] = (
         "127.0.0.1:6379"
     ),
-    offline: Annotated[str, typer.Option(help="Offline store: duckdb or file.")] = "duckdb",
+    offline: Annotated[str, typer.Option(help="Offline store: duckdb, spark or file.")] = "duckdb",
     config: Annotated[
         Path | None,
         typer.Option(
@@ -119,9 +119,9 @@ def features_retrieve(
         typer.Option(help="Entity rows with --repo (with --data: DATA/impressions.parquet)."),
     ] = None,
     service: Annotated[str, typer.Option(help="Feast FeatureService to retrieve.")] = "hm3_v1",
-    offline: Annotated[str, typer.Option(help="Offline store with --data: duckdb or file.")] = (
-        "duckdb"
-    ),
+    offline: Annotated[
+        str, typer.Option(help="Offline store with --data: duckdb, spark or file.")
+    ] = "duckdb",
 ) -> None:
     """Point-in-time features for every impression: features.parquet + report.json in OUT.
 

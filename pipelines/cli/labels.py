@@ -48,6 +48,23 @@ def labels(
     memory_limit: Annotated[
         str, typer.Option(help="DuckDB memory limit; bigger intermediates spill to disk.")
     ] = "4GB",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="duckdb (embedded, default) or spark: the same rules and the same output files."
+        ),
+    ] = "duckdb",
+    spark_master: Annotated[
+        str,
+        typer.Option(help="With --engine spark: master URL of a new session (local[2], yarn)."),
+    ] = "local[2]",
+    spark_remote: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine spark: Spark Connect URL sc://HOST:15002 of a cluster; inputs "
+            "must then be gs:// paths the cluster reads."
+        ),
+    ] = None,
 ) -> None:
     """Build per-impression labels (click, d_micro, d_macro, buy, path) from raw logs.
 
@@ -57,13 +74,21 @@ def labels(
     unattributable events) go to quarantine.parquet with a reason; every input row is either
     used or quarantined. Prints the graph counts and quarantine summary as JSON.
     """
+    from model.data.label_engines import SparkTarget
     from model.data.labels import LabelConfig, build_labels
     from model.data.schema import SchemaError
 
     try:
         cfg = LabelConfig.from_json(config.read_text()) if config else LabelConfig()
         report = build_labels(
-            impressions, events, out, cfg, threads=threads, memory_limit=memory_limit
+            impressions,
+            events,
+            out,
+            cfg,
+            engine=engine,
+            threads=threads,
+            memory_limit=memory_limit,
+            spark=SparkTarget(master=spark_master, remote=spark_remote),
         )
     except (ValueError, FileNotFoundError, SchemaError) as err:
         raise fail(str(err)) from err
@@ -71,6 +96,7 @@ def labels(
         json.dumps(
             {
                 "out": out,
+                "engine": engine,
                 "nodes": report.nodes,
                 "quarantine": report.quarantine,
                 "balanced": report.balanced,

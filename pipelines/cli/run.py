@@ -33,6 +33,15 @@ def run(
         str,
         typer.Option(help="Deployment registry folder, local or gs:// (default OUT/deployment)."),
     ] = "",
+    label_engine: Annotated[
+        str, typer.Option(help="Label engine: duckdb (embedded) or spark (same labels).")
+    ] = "duckdb",
+    offline_store: Annotated[
+        str, typer.Option(help="Feast offline store for features: duckdb or spark.")
+    ] = "duckdb",
+    spark_master: Annotated[
+        str, typer.Option(help="Spark master for the Spark steps (local mode by default).")
+    ] = "local[2]",
     verbose: Annotated[
         bool,
         typer.Option(
@@ -66,6 +75,9 @@ def run(
             min_cvr_auc=min_cvr_auc,
             source_uri=source_uri,
             deploy_dir=deploy_dir,
+            label_engine=label_engine,
+            offline_store=offline_store,
+            spark_master=spark_master,
         )
     except ValueError as err:
         raise fail(str(err)) from err

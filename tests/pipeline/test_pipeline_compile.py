@@ -225,3 +225,33 @@ def test_strict_parsing_rejects_what_the_backend_rejects(tmp_path: Path) -> None
     executor["nodeSelectr"] = {"labels": {}}
     with pytest.raises(ParseError, match="nodeSelectr"):
         parse_ir_strictly(pipeline, platform)
+
+
+def test_spark_parameters_reach_the_spark_steps(compiled) -> None:
+    """label_engine, offline_store and the Spark location are pipeline parameters wired to the
+    two steps that use them, defaulting to the embedded engines."""
+    _, spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    defaults = {name: params[name].get("defaultValue") for name in params}
+    assert (defaults["label_engine"], defaults["offline_store"]) == ("duckdb", "duckdb")
+    assert (defaults["spark_master"], defaults["spark_remote"]) == ("local[2]", "")
+    tasks = _all_tasks(spec)
+
+    def wired(task: str) -> dict[str, str]:
+        inputs = tasks[task]["inputs"]["parameters"]
+        return {
+            k: v["componentInputParameter"]
+            for k, v in inputs.items()
+            if "componentInputParameter" in v
+        }
+
+    labels, features = wired("build-labels"), wired("retrieve-features")
+    assert (labels["engine"], labels["spark_master"], labels["spark_remote"]) == (
+        "label_engine",
+        "spark_master",
+        "spark_remote",
+    )
+    assert (features["offline_store"], features["spark_master"]) == (
+        "offline_store",
+        "spark_master",
+    )
