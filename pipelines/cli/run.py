@@ -110,38 +110,38 @@ def compile(  # noqa: A001 - the subcommand is called compile
     gpu_toleration: Annotated[
         list[str] | None,
         typer.Option(
-            help="Taint the GPU steps tolerate, KEY[=VALUE]:EFFECT; repeatable "
-            "(default nvidia.com/gpu:NoSchedule, GKE's GPU taint)."
+            help="Taint the GPU steps tolerate, KEY[=VALUE]:EFFECT; repeatable (default: "
+            "GKE's GPU taint)."
         ),
     ] = None,
     gpu_node_selector: Annotated[
         list[str] | None,
-        typer.Option(
-            help="Node label KEY=VALUE the GPU steps must run on, e.g. "
-            "cloud.google.com/gke-accelerator=nvidia-l4; repeatable."
-        ),
+        typer.Option(help="Node label KEY=VALUE the GPU steps must run on; repeatable."),
     ] = None,
     gcs_secret: Annotated[
         str | None,
         typer.Option(
-            help="Kubernetes secret with a GCS service-account key as key.json, mounted in "
-            "every step (omit with Workload Identity)."
+            help="Secret with a GCS service-account key as key.json, mounted in every step "
+            "(omit with Workload Identity)."
         ),
     ] = None,
     pod_label: Annotated[
         list[str] | None,
-        typer.Option(
-            help="Label KEY=VALUE on every step's pod, e.g. team=ads for cost reports; "
-            "repeatable (default app.kubernetes.io/part-of=hm3)."
-        ),
+        typer.Option(help="Label KEY=VALUE on every step's pod; repeatable."),
     ] = None,
 ) -> None:
     """Compile the pipeline to Kubeflow Pipelines IR YAML (the package `hm3 submit` sends).
 
     Component images default to the ones in components/images.py; set HM3_IMAGE (every
     component but training) and HM3_TRAIN_IMAGE (training) to point at your registry before
-    compiling. The Kubernetes settings (tolerations, node selector, GCS secret, pod labels) go
-    into the IR's platform spec, which the KFP backend applies to each step's pod.
+    compiling.
+
+    The Kubernetes settings go into the IR's platform spec, which the KFP backend applies to
+    each step's pod. With --use-gpu the training steps tolerate GKE's GPU taint
+    (nvidia.com/gpu:NoSchedule) unless --gpu-toleration names others, and
+    --gpu-node-selector pins them to a pool, e.g.
+    cloud.google.com/gke-accelerator=nvidia-l4. Every pod carries the --pod-label labels
+    (default app.kubernetes.io/part-of=hm3), e.g. team=ads for cost reports.
     """
     from pipelines.cluster import DEFAULT_POD_LABELS, ClusterSettings, Toleration, parse_pairs
     from pipelines.compile import compile_pipeline, images_from_env
