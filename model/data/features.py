@@ -254,7 +254,7 @@ def check_feature_table(
         found = pq.read_schema(path)
         schema.validate_columns(found, expected, location)
         if spark:
-            _refuse_nanoseconds(found, location)
+            schema.refuse_nanoseconds(found, location)
         table = pq.read_table(path, columns=expected.names)
     for key in keys:
         nulls = table[key].null_count
@@ -266,16 +266,6 @@ def check_feature_table(
             )
     counts = {name: table[name].null_count for name in expected.names if name not in keys}
     return TableCheck(source=location, rows=table.num_rows, nulls=counts)
-
-
-def _refuse_nanoseconds(found: pa.Schema, location: str) -> None:
-    """Spark cannot read TIMESTAMP(NANOS) Parquet, and Feast reports that as a missing source."""
-    for f in found:
-        if pa.types.is_timestamp(f.type) and f.type.unit == "ns":
-            raise schema.SchemaError(
-                f"{location}: column {f.name!r} has type {f.type}; Spark reads timestamps in "
-                "microseconds at most: write it with pyarrow coerce_timestamps='us'"
-            )
 
 
 def apply(store: FeatureStore, users: str, items: str, validate: bool = True) -> list[TableCheck]:

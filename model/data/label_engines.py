@@ -123,16 +123,22 @@ class DuckDBEngine:
         self.con.execute(f"SET temp_directory = '{scratch / 'spill'}'")
         # Output order is set explicitly where it matters; not preserving it saves memory.
         self.con.execute("SET preserve_insertion_order = false")
+        # Naive timestamps are UTC, as on Spark: the cast to TIMESTAMPTZ reads them in this zone.
+        self.con.execute("SET TimeZone = 'UTC'")
 
     def define_inputs(self, imp_files: Sequence[str], ev_files: Sequence[str]) -> None:
-        """Views over the files; timestamps become epoch microseconds (UTC whatever the unit)."""
+        """Views over the files; timestamps become epoch microseconds (UTC whatever the unit).
+
+        Through TIMESTAMPTZ because DuckDB's epoch_us has no TIMESTAMPTZ_NS overload (a
+        nanosecond UTC column failed to bind); nanoseconds round to the nearest microsecond.
+        """
         self.con.execute(
             f"""
             CREATE VIEW imp_src AS
             SELECT filename AS file, file_row_number AS row_number,
                    CAST(impression_id AS VARCHAR) AS impression_id,
                    CAST(user_id AS BIGINT) AS user_id, CAST(item_id AS BIGINT) AS item_id,
-                   epoch_us(ts) AS ts_us, CAST(position AS INTEGER) AS position,
+                   epoch_us(CAST(ts AS TIMESTAMPTZ)) AS ts_us, CAST(position AS INTEGER) AS position,
                    CAST(scene AS VARCHAR) AS scene, CAST(device AS VARCHAR) AS device
             FROM read_parquet({_duckdb_list(imp_files)}, filename = true,
                               file_row_number = true, union_by_name = true)
@@ -144,7 +150,7 @@ class DuckDBEngine:
             SELECT filename AS file, file_row_number AS row_number,
                    CAST(event_id AS VARCHAR) AS event_id,
                    CAST(user_id AS BIGINT) AS user_id, CAST(item_id AS BIGINT) AS item_id,
-                   epoch_us(ts) AS ts_us, CAST(event_type AS VARCHAR) AS event_type,
+                   epoch_us(CAST(ts AS TIMESTAMPTZ)) AS ts_us, CAST(event_type AS VARCHAR) AS event_type,
                    CAST(component AS VARCHAR) AS component
             FROM read_parquet({_duckdb_list(ev_files)}, filename = true,
                               file_row_number = true, union_by_name = true)

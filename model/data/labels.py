@@ -286,7 +286,7 @@ def _local_files(
     return files
 
 
-def _validate(files: list[str], contract: Any, sources: list[str]) -> int:
+def _validate(files: list[str], contract: Any, sources: list[str], engine: str) -> int:
     """Check every file's columns against the contract; return the total row count."""
     rows = 0
     for path, source in zip(files, sources, strict=True):
@@ -297,6 +297,8 @@ def _validate(files: list[str], contract: Any, sources: list[str]) -> int:
             except (pa.ArrowException, OSError) as err:
                 raise schema.SchemaError(f"{source}: not a readable Parquet file ({err})") from err
             schema.validate_columns(meta.schema_arrow, contract, source=source)
+            if engine == "spark":
+                schema.refuse_nanoseconds(meta.schema_arrow, source)
             rows += meta.metadata.num_rows
     return rows
 
@@ -363,8 +365,8 @@ def build_labels(
         download = engine == "duckdb" or spark.local
         imp_files = _local_files(imp_specs, "impressions", scratch, download)
         ev_files = _local_files(ev_specs, "events", scratch, download)
-        imp_rows = _validate(imp_files, schema.IMPRESSIONS, _sources(imp_specs, imp_files))
-        ev_rows = _validate(ev_files, schema.EVENTS, _sources(ev_specs, ev_files))
+        imp_rows = _validate(imp_files, schema.IMPRESSIONS, _sources(imp_specs, imp_files), engine)
+        ev_rows = _validate(ev_files, schema.EVENTS, _sources(ev_specs, ev_files), engine)
 
         runner = open_engine(
             engine, scratch, threads=threads, memory_limit=memory_limit, spark=spark

@@ -128,6 +128,22 @@ class SchemaError(ValueError):
     """A table lacks a column or has it with the wrong type."""
 
 
+def refuse_nanoseconds(found: pa.Schema, source: str) -> None:
+    """Refuse TIMESTAMP(NANOS) columns for Spark, which reads timestamps in microseconds at most.
+
+    Spark's own error does not name the column, and Feast reports it as a missing data source.
+
+    Raises:
+        SchemaError: Naming the source and the column.
+    """
+    for f in found:
+        if pa.types.is_timestamp(f.type) and f.type.unit == "ns":
+            raise SchemaError(
+                f"{source}: column {f.name!r} has type {f.type}; Spark reads timestamps in "
+                "microseconds at most: write it with pyarrow coerce_timestamps='us'"
+            )
+
+
 def validate_columns(
     actual: pa.Schema, expected: pa.Schema, source: str, columns: Iterable[str] | None = None
 ) -> None:

@@ -108,6 +108,27 @@ def test_bad_input_gets_the_same_error_from_both_engines(
     assert messages["spark"] == expected[damage]
 
 
+def test_nanosecond_timestamps_are_refused_by_name_for_spark_only(
+    small_world: Path, tmp_path: Path
+) -> None:
+    """Spark reads Parquet timestamps in microseconds at most; DuckDB reads nanoseconds."""
+    table = pq.read_table(small_world / "impressions.parquet")
+    index = table.schema.get_field_index("ts")
+    table = table.set_column(index, "ts", table["ts"].cast(pa.timestamp("ns", tz="UTC")))
+    nanos = tmp_path / "impressions.parquet"
+    pq.write_table(table, nanos, coerce_timestamps=None)
+    assert pq.read_schema(nanos).field("ts").type.unit == "ns"
+    events = small_world / "events.parquet"
+    with pytest.raises(SchemaError) as err:
+        build_labels(nanos, events, tmp_path / "spark", engine="spark")
+    assert str(err.value) == (
+        f"{nanos}: column 'ts' has type timestamp[ns, tz=UTC]; Spark reads timestamps in "
+        "microseconds at most: write it with pyarrow coerce_timestamps='us'"
+    )
+    assert not (tmp_path / "spark" / LABELS_FILE).exists()  # refused before anything ran
+    build_labels(nanos, events, tmp_path / "duckdb", engine="duckdb")
+
+
 def test_unknown_engine_and_bad_spark_url_are_refused() -> None:
     from model.data.label_engines import SparkTarget
 
