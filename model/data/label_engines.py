@@ -138,7 +138,8 @@ class DuckDBEngine:
             SELECT filename AS file, file_row_number AS row_number,
                    CAST(impression_id AS VARCHAR) AS impression_id,
                    CAST(user_id AS BIGINT) AS user_id, CAST(item_id AS BIGINT) AS item_id,
-                   epoch_us(CAST(ts AS TIMESTAMPTZ)) AS ts_us, CAST(position AS INTEGER) AS position,
+                   epoch_us(CAST(ts AS TIMESTAMPTZ)) AS ts_us,
+                   CAST(position AS INTEGER) AS position,
                    CAST(scene AS VARCHAR) AS scene, CAST(device AS VARCHAR) AS device
             FROM read_parquet({_duckdb_list(imp_files)}, filename = true,
                               file_row_number = true, union_by_name = true)
@@ -150,7 +151,8 @@ class DuckDBEngine:
             SELECT filename AS file, file_row_number AS row_number,
                    CAST(event_id AS VARCHAR) AS event_id,
                    CAST(user_id AS BIGINT) AS user_id, CAST(item_id AS BIGINT) AS item_id,
-                   epoch_us(CAST(ts AS TIMESTAMPTZ)) AS ts_us, CAST(event_type AS VARCHAR) AS event_type,
+                   epoch_us(CAST(ts AS TIMESTAMPTZ)) AS ts_us,
+                   CAST(event_type AS VARCHAR) AS event_type,
                    CAST(component AS VARCHAR) AS component
             FROM read_parquet({_duckdb_list(ev_files)}, filename = true,
                               file_row_number = true, union_by_name = true)
