@@ -107,27 +107,34 @@ LABEL_READOUT = "oracle without the user's own intent, the rest read from"
 INTENT_READ = ("item_intent", "age_category", "gender_category")
 
 
+def simulate_world(world_dir: Path, args: argparse.Namespace) -> None:
+    """Simulate the world the args describe into `world_dir`, unless it is there already."""
+    from model.world.mechanism import WorldConfig
+    from model.world.simulator import simulate
+
+    if (world_dir / "world.json").exists():
+        return
+    world = WorldConfig(
+        impressions=args.impressions,
+        seed=args.world_seed,
+        micro_signal=args.micro_signal,
+        macro_signal=args.macro_signal,
+        users=args.users,
+        items=args.items,
+    )
+    simulate(world, world_dir)
+
+
 def prepare(world_dir: Path, args: argparse.Namespace) -> Path:
     from model.data.features import retrieve_world
     from model.data.labels import build_labels
     from model.data.training_table import join_training_table
-    from model.world.mechanism import WorldConfig
-    from model.world.simulator import simulate
 
     table = world_dir / "train.parquet"
     if table.exists():
         return table
     t0 = time.perf_counter()
-    if not (world_dir / "world.json").exists():
-        world = WorldConfig(
-            impressions=args.impressions,
-            seed=args.world_seed,
-            micro_signal=args.micro_signal,
-            macro_signal=args.macro_signal,
-            users=args.users,
-            items=args.items,
-        )
-        simulate(world, world_dir)
+    simulate_world(world_dir, args)
     t1 = time.perf_counter()
     build_labels(
         world_dir / "impressions.parquet", world_dir / "events.parquet", world_dir / "labels"

@@ -41,14 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from quality import label_information_table, world_name  # noqa: E402  (the quality bench's)
+from quality import (  # noqa: E402  (the quality bench's)
+    label_information_table,
+    simulate_world,
+    world_name,
+)
 
 from model.data.split import split_by_time  # noqa: E402
 from model.evaluate.metrics import auc  # noqa: E402
 from model.world import world_files  # noqa: E402
 from model.world.ceiling import CEILINGS, marginal_cvr  # noqa: E402
 from model.world.mechanism import DAY_US, WorldConfig  # noqa: E402
-from model.world.simulator import simulate  # noqa: E402
 
 LABELS = ("click", "d_micro", "d_macro", "buy")
 ITEM_FEATURES = ("item_cvr_30d", "item_ctr_7d", "item_sales_30d")
@@ -148,16 +151,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     name = world_name(args)
     world_dir = args.out / name
     started = time.perf_counter()
-    if not (world_dir / "world.json").exists():
-        cfg = WorldConfig(
-            impressions=args.impressions,
-            seed=args.world_seed,
-            micro_signal=args.micro_signal,
-            macro_signal=args.macro_signal,
-            users=args.users,
-            items=args.items,
-        )
-        simulate(cfg, world_dir)
+    simulate_world(world_dir, args)
     doc = information(world_dir, args.split)
     doc["seconds"] = time.perf_counter() - started
     print(f"{name} (split {tuple(args.split)}, {doc['seconds']:.0f}s)\n")
