@@ -728,6 +728,19 @@ def efficiency_text(section: Mapping) -> str:
 # --- yardsticks ---------------------------------------------------------------------------------
 
 
+def check_truth(world_dir: Path, mismatch: float) -> None:
+    """Ceilings rebuild the world from world.json; refuse them when it is not the one written.
+
+    Raises:
+        RuntimeError: When the rebuilt truth differs from truth.parquet.
+    """
+    if mismatch > 1e-12:
+        raise RuntimeError(
+            f"the rebuilt world does not reproduce {world_dir}/truth.parquet (max |diff| "
+            f"{mismatch:.3g}): simulator changed since the world was written?"
+        )
+
+
 def ceilings(world_dir: Path, table_path: Path, split: tuple[float, float, float]) -> dict:
     """Score the information ceilings on the test split; cached per split and source code."""
     from model.evaluate.evaluation import load_eval_frame
@@ -756,11 +769,7 @@ def ceilings(world_dir: Path, table_path: Path, split: tuple[float, float, float
         str(table_path), EvalConfig(), truth_path=str(world_dir / "truth.parquet"), fractions=split
     )
     probs, mismatch = world_files.ceiling_predictions(world_dir, frame, integration=integration)
-    if mismatch > 1e-12:
-        raise RuntimeError(
-            f"the rebuilt world does not reproduce {world_dir}/truth.parquet (max |diff| "
-            f"{mismatch:.3g}): simulator changed since the world was written?"
-        )
+    check_truth(world_dir, mismatch)
     train, _ = load_eval_frame(str(table_path), EvalConfig(split="train"), fractions=split)
     information = world_files.label_information(world_dir, train, frame, integration)
     del train

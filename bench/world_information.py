@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from quality import (  # noqa: E402  (the quality bench's)
+    check_truth,
     label_information_table,
     simulate_world,
     world_name,
@@ -50,7 +51,6 @@ from quality import (  # noqa: E402  (the quality bench's)
 from model.data.split import split_by_time  # noqa: E402
 from model.evaluate.metrics import auc  # noqa: E402
 from model.world import world_files  # noqa: E402
-from model.world.ceiling import CEILINGS, marginal_cvr  # noqa: E402
 from model.world.mechanism import DAY_US, WorldConfig  # noqa: E402
 
 LABELS = ("click", "d_micro", "d_macro", "buy")
@@ -92,16 +92,15 @@ def world_frame(world_dir: Path, cfg: WorldConfig) -> pa.Table:
 
 def information(world_dir: Path, split: Sequence[float]) -> dict:
     """The label information table and the information ceilings of one world."""
-    cfg, pop = world_files.load_world(world_dir)
+    cfg, _ = world_files.load_world(world_dir)
     parts = split_by_time(world_frame(world_dir, cfg), split)
     train, test = parts["train"].to_pandas(), parts["test"].to_pandas()
     clicked = test["click"].to_numpy() == 1
     buy = test["buy"].to_numpy()[clicked]
     readouts = world_files.label_information(world_dir, train, test)
-    rows = world_files.impression_rows(world_dir, test["impression_id"].to_numpy(), cfg)
-    ceilings = {"oracle (all latents known)": test["p_buy_given_click"].to_numpy()}
-    for knowledge in CEILINGS:
-        ceilings[knowledge.name] = marginal_cvr(cfg, pop, rows, knowledge)
+    hidden, mismatch = world_files.ceiling_predictions(world_dir, test)
+    check_truth(world_dir, mismatch)
+    ceilings = {"oracle (all latents known)": test["p_buy_given_click"].to_numpy(), **hidden}
     return {
         "world": json.loads((world_dir / "world.json").read_text())["config"],
         "split": list(split),
