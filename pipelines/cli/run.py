@@ -143,18 +143,20 @@ def compile(  # noqa: A001 - the subcommand is called compile
     cloud.google.com/gke-accelerator=nvidia-l4. Every pod carries the --pod-label labels
     (default app.kubernetes.io/part-of=hm3), e.g. team=ads for cost reports.
     """
-    from pipelines.cluster import DEFAULT_POD_LABELS, ClusterSettings, Toleration, parse_pairs
+    from pipelines.cluster import ClusterSettings, Toleration, parse_pairs
     from pipelines.compile import compile_pipeline, images_from_env
 
     try:
-        defaults = ClusterSettings()
+        # Flags not given keep ClusterSettings' own defaults.
+        given: dict = {}
+        if gpu_toleration:
+            given["gpu_tolerations"] = tuple(map(Toleration.parse, gpu_toleration))
+        if pod_label:
+            given["pod_labels"] = parse_pairs(pod_label, "--pod-label")
         cluster = ClusterSettings(
-            gpu_tolerations=tuple(map(Toleration.parse, gpu_toleration))
-            if gpu_toleration
-            else defaults.gpu_tolerations,
             gpu_node_selector=parse_pairs(gpu_node_selector, "--gpu-node-selector"),
             gcs_secret=gcs_secret,
-            pod_labels=parse_pairs(pod_label, "--pod-label") if pod_label else DEFAULT_POD_LABELS,
+            **given,
         )
     except ValueError as err:
         raise fail(str(err)) from err
