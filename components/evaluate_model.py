@@ -4,8 +4,7 @@ Wraps `model.evaluate.evaluation.evaluate_models` with the gate of `model.evalua
 gate's verdict is the
 string output `decision` ("deploy" or "hold"), for a pipeline condition::
 
-    evaluation = evaluate_model(candidate=hm3.outputs["model"],
-                                baselines=dsl.Collected(baseline.outputs["model"]), ...)
+    evaluation = evaluate_model(models=dsl.Collected(trained.outputs["model"]), ...)
     with dsl.If(evaluation.outputs["decision"] == "deploy"):
         deploy_model(model=hm3.outputs["model"], ...)
 
@@ -24,8 +23,7 @@ from components.images import HM3_IMAGE
 
 @dsl.component(base_image=HM3_IMAGE, install_kfp_package=False)
 def evaluate_model(
-    candidate: Input[Model],
-    baselines: Input[List[Model]],  # noqa: UP006 - KFP's signature parser needs typing.List
+    models: Input[List[Model]],  # noqa: UP006 - KFP's signature parser needs typing.List
     data: Input[Dataset],
     labels: Input[Dataset],
     world: Input[Dataset],
@@ -35,6 +33,8 @@ def evaluate_model(
     ctcvr_roc: Output[ClassificationMetrics],
     report: Output[HTML],
     evaluation: Output[Dataset],
+    candidate: Output[Model],
+    candidate_kind: str = "hm3",
     min_cvr_auc: float = 0.6,
     tolerance: float = 0.002,
     split: str = "test",
@@ -45,8 +45,8 @@ def evaluate_model(
     """Evaluate the candidate and baselines on the same held-out rows; decide on deployment.
 
     Args:
-        candidate: The model that may be deployed (an artifact folder).
-        baselines: Models evaluated next to it, e.g. `dsl.Collected` of a ParallelFor.
+        models: The candidate and the baselines, e.g. `dsl.Collected` of one ParallelFor over
+            the model kinds: trained side by side, the candidate is never queued behind them.
         data: The training table (labels joined with features), a Parquet file or folder.
         labels: The label builder's folder; its report.json and graph go into the report.
         world: The raw-logs folder; when it holds truth.parquet (simulated), oracle AUCs are
@@ -57,6 +57,8 @@ def evaluate_model(
         ctcvr_roc: The same for CTCVR.
         report: The HTML report (tables, ROC, calibration, training curves, label graph).
         evaluation: Folder with metrics.json, details.json, gate.json and plots/.
+        candidate: A copy of the candidate model, the one the gate judged (what deploys).
+        candidate_kind: Which of `models` is the candidate (its config.json `kind`).
         min_cvr_auc: The gate's minimum CVR AUC.
         tolerance: How far below the champion's CVR AUC the candidate may be.
         split: The part of the time split to evaluate ("test", or "all" for a held-out file).
@@ -80,20 +82,26 @@ def evaluate_model(
     if not deploy_dir:
         raise ValueError("deploy_dir must name the deployment folder holding registry.json")
     truth = Path(world.path, "truth.parquet")
-    models = [candidate.path] + [b.path for b in baselines]
+    kinds = {json.loads(Path(m.path, "config.json").read_text())["kind"]: m for m in models}
+    if len(kinds) != len(models) or candidate_kind not in kinds:
+        raise ValueError(
+            f"models must hold one model per kind, the candidate {candidate_kind!r} among them; "
+            f"got kinds {sorted(kinds)} for {len(models)} models"
+        )
+    chosen = kinds.pop(candidate_kind)
     result = evaluate_models(
-        models,
+        [chosen.path, *(m.path for m in kinds.values())],
         data.path,
         evaluation.path,
         config=EvalConfig(split=split, gauc_weight=gauc_weight),
         truth_path=str(truth) if truth.exists() else None,
         labels_dir=labels.path,
         command=(
-            f"kfp evaluate_model(candidate={candidate.uri}, baselines="
-            f"{[b.uri for b in baselines]}, data={data.uri}, deploy_dir={deploy_dir}, "
+            f"kfp evaluate_model(candidate={chosen.uri}, baselines="
+            f"{[m.uri for m in kinds.values()]}, data={data.uri}, deploy_dir={deploy_dir}, "
             f"min_cvr_auc={min_cvr_auc}, tolerance={tolerance}, split={split})"
         ),
-        gate=GateSpec(deploy_dir, candidate.path, GateConfig(min_cvr_auc, tolerance)),
+        gate=GateSpec(deploy_dir, chosen.path, GateConfig(min_cvr_auc, tolerance)),
     )
     for name, tasks in result.results.items():
         for task, scored in tasks.items():
@@ -117,6 +125,8 @@ def evaluate_model(
             {"model": candidate_name, "task": task, "threshold": scored.threshold}
         )
     shutil.copyfile(result.files["report"], report.path)
+    shutil.copytree(chosen.path, candidate.path, dirs_exist_ok=True)
+    candidate.metadata.update(dict(chosen.metadata) | {"kind": candidate_kind})
     decision = result.gate
     evaluation.metadata.update(
         {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -21,6 +22,15 @@ from pathlib import Path
 from rich.console import Console
 
 log = logging.getLogger(__name__)
+
+# kfp.local runs at most two ParallelFor iterations at once (its ParallelExecutor's cap), and
+# the pipeline trains every model kind in one ParallelFor: each training task gets half the cores.
+LOCAL_PARALLEL_TASKS = 2
+
+
+def training_threads(cores: int | None = None) -> int:
+    """Torch threads per local training task, so that the two tasks at a time fill the cores."""
+    return max(1, (cores or os.cpu_count() or 1) // LOCAL_PARALLEL_TASKS)
 
 
 @dataclass(frozen=True)
@@ -92,7 +102,11 @@ def run_local(cfg: LocalRunConfig, verbose: bool = False) -> LocalRunResult:
     root = out / "kfp"
     root.mkdir(parents=True, exist_ok=True)
     before = set(root.iterdir())
-    train_config = {"epochs": cfg.epochs, "seed": cfg.seed, "threads": 1} | cfg.train_overrides
+    train_config = {
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "threads": training_threads(),
+    } | cfg.train_overrides
     # The console is bound to today's stdout before the router takes sys.stdout over.
     console = Console(file=sys.stdout)
     router = StepRouter(out / "logs", echo=sys.stdout if verbose else None)

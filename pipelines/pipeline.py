@@ -1,8 +1,9 @@
 """The one HM^3 pipeline factory; runners (kfp.local, compile, submit) only choose where it runs.
 
 DAG: load_logs -> (build_labels || retrieve_features) -> join_training_table ->
-train_model for HM^3 and each baseline in parallel -> evaluate_model (deploy gate) ->
-dsl.If(decision == "deploy") -> deploy_model.
+train_model for HM^3 and each baseline, one ParallelFor (HM^3 first, so on kfp.local's two
+workers it trains beside the baselines instead of after them) -> evaluate_model (deploy gate,
+picks the candidate by kind) -> dsl.If(decision == "deploy") -> deploy_model.
 """
 
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pipelines.cluster import ClusterSettings
 PIPELINE_NAME = "hm3-cvr"
 CANDIDATE_KIND = "hm3"
 BASELINE_KINDS = ["esm2", "esmm", "naive"]
+MODEL_KINDS = [CANDIDATE_KIND, *BASELINE_KINDS]
 
 
 def create_pipeline(
@@ -120,12 +122,11 @@ def create_pipeline(
             "1",
             "4Gi",
         )
-        candidate = _train(table.outputs["table"], CANDIDATE_KIND, train_config_json)
-        with dsl.ParallelFor(BASELINE_KINDS, name="baselines") as kind:
-            baseline = _train(table.outputs["table"], kind, train_config_json)
+        with dsl.ParallelFor(MODEL_KINDS, name="models") as kind:
+            trained = _train(table.outputs["table"], kind, train_config_json)
         evaluation = evaluate_model(
-            candidate=candidate.outputs["model"],
-            baselines=dsl.Collected(baseline.outputs["model"]),
+            models=dsl.Collected(trained.outputs["model"]),
+            candidate_kind=CANDIDATE_KIND,
             data=table.outputs["table"],
             labels=labels.outputs["labels"],
             world=logs.outputs["world"],
@@ -142,7 +143,7 @@ def create_pipeline(
         )
         with dsl.If(decision.output == "deploy", name="gate-passed"):
             deploy = deploy_model(
-                model=candidate.outputs["model"],
+                model=evaluation.outputs["candidate"],
                 feature_store=features.outputs["feature_store"],
                 deploy_dir=deploy_dir,
                 cvr_auc=evaluation.outputs["cvr_auc"],

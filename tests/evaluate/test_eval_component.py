@@ -22,7 +22,12 @@ def _outputs(tmp: Path) -> dict:
         "ctcvr_roc": ClassificationMetrics(uri=str(tmp / "ctcvr_roc")),
         "report": HTML(uri=str(tmp / "report.html")),
         "evaluation": Dataset(uri=str(tmp / "evaluation")),
+        "candidate": Model(uri=str(tmp / "candidate")),
     }
+
+
+def _kind(model: Path) -> str:
+    return json.loads((model / "config.json").read_text())["kind"]
 
 
 def _evaluate(
@@ -37,8 +42,9 @@ def _evaluate(
     """evaluate_model.python_func on (candidate, baseline); (result, outputs, metrics.json)."""
     out = _outputs(out_dir)
     result = evaluate_model.python_func(
-        candidate=Model(uri=str(models[0])),
-        baselines=[Model(uri=str(models[1]))],
+        # The baseline first: the candidate is found by its kind, not by its place.
+        models=[Model(uri=str(models[1])), Model(uri=str(models[0]))],
+        candidate_kind=_kind(models[0]),
         data=Dataset(uri=str(eval_table)),
         labels=Dataset(uri=str(out_dir / "no-labels")),  # optional content: left out
         world=Dataset(uri=str(small_world)),
@@ -91,6 +97,10 @@ def test_python_func_with_real_artifacts(
     )
     assert "<h1>HM<sup>3</sup> offline evaluation</h1>" in Path(out["report"].path).read_text()
     assert out["evaluation"].metadata["decision"] == result.decision
+    # What deploys is a copy of the candidate the gate judged.
+    copied = Path(out["candidate"].path)
+    assert _kind(copied) == "hm3" and out["candidate"].metadata["kind"] == "hm3"
+    assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in hm3.iterdir())
     assert out["evaluation"].metadata["champion_version"].startswith("naive-")
     # The component's thresholds decide, just either side of the measured AUCs. The worse of
     # the two models is the candidate and the better one the champion, so the tolerance matters.
@@ -120,6 +130,23 @@ def test_python_func_with_real_artifacts(
             gap, abs=1e-12
         )
         assert result.decision == verdict, (name, json.loads(result.reasons))
+
+
+def test_a_missing_or_doubled_candidate_kind_is_refused(
+    trained_models: dict[str, Path], eval_table: Path, small_world: Path, tmp_path: Path
+) -> None:
+    naive = trained_models["naive"]
+    for models, kind in (((naive, naive), "naive"), ((naive,), "hm3")):
+        with pytest.raises(ValueError, match="one model per kind, the candidate"):
+            evaluate_model.python_func(
+                models=[Model(uri=str(m)) for m in models],
+                candidate_kind=kind,
+                data=Dataset(uri=str(eval_table)),
+                labels=Dataset(uri=str(tmp_path / "no-labels")),
+                world=Dataset(uri=str(small_world)),
+                deploy_dir=str(tmp_path / "deploy"),
+                **_outputs(tmp_path / kind),
+            )
 
 
 @dsl.component(base_image="unused")
@@ -152,8 +179,7 @@ def _mark(model: Input[Model], marker: str):
 
 @dsl.pipeline
 def _gate_pipeline(
-    hm3_dir: str,
-    baseline_dirs: list,
+    model_dirs: list,
     table: str,
     world_dir: str,
     deploy_dir: str,
@@ -161,14 +187,12 @@ def _gate_pipeline(
     deployed_marker: str,
     held_marker: str,
 ):
-    hm3 = _copy_dir(src=hm3_dir)
-    with dsl.ParallelFor(baseline_dirs) as baseline_dir:
-        baseline = _copy_dir(src=baseline_dir)
+    with dsl.ParallelFor(model_dirs) as model_dir:
+        model = _copy_dir(src=model_dir)
     data = _copy_data(src=table)
     world = _copy_data(src=world_dir)
     evaluation = evaluate_model(
-        candidate=hm3.outputs["out"],
-        baselines=dsl.Collected(baseline.outputs["out"]),
+        models=dsl.Collected(model.outputs["out"]),
         data=data.outputs["out"],
         labels=world.outputs["out"],
         world=world.outputs["out"],
@@ -176,9 +200,9 @@ def _gate_pipeline(
         min_cvr_auc=min_cvr_auc,
     )
     with dsl.If(evaluation.outputs["decision"] == "deploy"):
-        _mark(model=hm3.outputs["out"], marker=deployed_marker)
+        _mark(model=evaluation.outputs["candidate"], marker=deployed_marker)
     with dsl.Else():
-        _mark(model=hm3.outputs["out"], marker=held_marker)
+        _mark(model=evaluation.outputs["candidate"], marker=held_marker)
 
 
 @pytest.mark.parametrize(("min_cvr_auc", "branch"), [(0.0, "deployed"), (1.0, "held")])
@@ -199,8 +223,7 @@ def test_pipeline_gate_branches_on_kfp_local(
         raise_on_error=True,
     )
     _gate_pipeline(
-        hm3_dir=str(trained_models["hm3"]),
-        baseline_dirs=[str(trained_models["naive"])],
+        model_dirs=[str(trained_models["naive"]), str(trained_models["hm3"])],
         table=str(eval_table),
         world_dir=str(world),
         deploy_dir=str(tmp_path / "deploy"),
@@ -210,6 +233,8 @@ def test_pipeline_gate_branches_on_kfp_local(
     )
     other = "held" if branch == "deployed" else "deployed"
     assert (tmp_path / branch).exists() and not (tmp_path / other).exists()
+    marked = Path((tmp_path / branch).read_text())
+    assert json.loads((marked / "config.json").read_text())["kind"] == "hm3"
     gate_files = list((tmp_path / "root").rglob("gate.json"))
     assert len(gate_files) == 1
     verdict = json.loads(gate_files[0].read_text())["verdict"]

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from pipelines.cli import app
 from pipelines.cluster import GCS_KEY_FILE, GCS_SECRET_MOUNT, ClusterSettings, Toleration
 
-TRAIN_EXECUTORS = {"exec-train-model", "exec-train-model-2"}
+TRAIN_EXECUTORS = {"exec-train-model"}
 
 
 def _compile(tmp_path: Path, *flags: str) -> tuple[dict, dict]:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.numpy import load_file
 
-from pipelines.local_run import LocalRunConfig, LocalRunResult, run_local
+from pipelines.local_run import LocalRunConfig, LocalRunResult, run_local, training_threads
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = {
@@ -51,6 +51,10 @@ def run(run_and_console: tuple[LocalRunResult, str]) -> LocalRunResult:
     return run_and_console[0]
 
 
+def test_two_training_tasks_at_a_time_share_the_cores() -> None:
+    assert [training_threads(cores) for cores in (1, 2, 3, 16)] == [1, 1, 1, 8]
+
+
 def test_the_console_shows_one_line_per_step_and_the_logs_hold_the_rest(
     run_and_console: tuple[LocalRunResult, str],
 ) -> None:
@@ -63,7 +67,7 @@ def test_the_console_shows_one_line_per_step_and_the_logs_hold_the_rest(
     for step in STEPS:
         log = (result.logs / f"{step}.log").read_text()
         assert "Got executor_input" in log, step  # kfp.local's dump, off the console
-    # Two baselines train at once, on two threads: each log holds its own model only.
+    # Two models train at once, on two threads: each log holds its own model only.
     for kind in ("esm2", "esmm", "naive"):
         log = (result.logs / f"train-model-{kind}.log").read_text()
         assert f'"model_kind": "{kind}"' in log
