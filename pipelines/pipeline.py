@@ -23,7 +23,10 @@ BASELINE_KINDS = ["esm2", "esmm", "naive"]
 
 
 def create_pipeline(
-    use_gpu: bool = False, gpus: int = 1, cluster: ClusterSettings | None = None
+    use_gpu: bool = False,
+    gpus: int = 1,
+    cluster: ClusterSettings | None = None,
+    feature_store: str = "",
 ) -> Callable[..., object]:
     """Build the pipeline function.
 
@@ -32,6 +35,8 @@ def create_pipeline(
             since a pod's resources are part of the compiled spec).
         gpus: GPUs per training task when `use_gpu`; the trainer runs DDP over them.
         cluster: Kubernetes pod settings for the compiled IR (None: none, as kfp.local runs).
+        feature_store: Default of the `feature_store` parameter: an existing Feast store's
+            feature_store.yaml (local or gs://); empty = each run registers its own repo.
     """
 
     def _sized(task: dsl.PipelineTask, name: str, cpu: str, memory: str) -> dsl.PipelineTask:
@@ -74,6 +79,7 @@ def create_pipeline(
         auc_tolerance: float = 0.002,
         deploy_mode: str = "local",
         canary_traffic_percent: int = 100,
+        feature_store: str = feature_store,
     ) -> None:
         logs = _sized(
             load_logs(
@@ -107,6 +113,7 @@ def create_pipeline(
                 world=logs.outputs["world"],
                 offline_store=offline_store,
                 spark_master=spark_master,
+                feature_store_uri=feature_store,
             ),
             "retrieve Feast features",
             "2",
@@ -148,6 +155,7 @@ def create_pipeline(
                 cvr_auc=evaluation.outputs["cvr_auc"],
                 mode=deploy_mode,
                 canary_traffic_percent=canary_traffic_percent,
+                feature_store_uri=feature_store,
             )
             _sized(deploy, "deploy on KServe", "1", "2Gi").set_caching_options(False)
 

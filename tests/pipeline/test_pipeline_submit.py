@@ -213,3 +213,21 @@ def test_a_bad_param_is_a_usage_error_and_nothing_is_sent(
     assert result.exit_code == 2
     assert "--param expects NAME=VALUE, got 'min_cvr_auc'" in result.output
     assert kfp_api.requests == []
+
+
+def test_submit_feature_store_is_the_runs_parameter(kfp_api: KfpStandIn, tmp_path: Path) -> None:
+    from pipelines.compile import compile_pipeline
+
+    package = compile_pipeline(tmp_path / "hm3.yaml")
+    uri = "gs://team-feast/prod/feature_store.yaml"
+    deploy = ("--param", "deploy_dir=gs://hm3-models/deploy")
+    result = _submit(kfp_api.host, package, *deploy, "--feature-store", uri)
+    assert result.exit_code == 0, result.output
+    (run,) = kfp_api.runs
+    assert run["runtime_config"]["parameters"]["feature_store"] == uri
+    result = _submit(
+        kfp_api.host, package, *deploy, "--feature-store", uri, "--param", "feature_store=gs://x/y"
+    )
+    assert result.exit_code == 2
+    assert "disagree" in result.output
+    assert len(kfp_api.runs) == 1  # nothing more was sent
