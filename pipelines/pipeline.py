@@ -1,8 +1,10 @@
-"""The one HM^3 pipeline factory; runners (kfp.local, compile, submit) only choose where it runs.
+"""The pipeline factories; runners (kfp.local, compile, submit) only choose where they run.
 
-DAG: load_logs -> (build_labels || retrieve_features) -> join_training_table ->
-train_model for HM^3 and each baseline in parallel -> evaluate_model (deploy gate) ->
-dsl.If(decision == "deploy") -> deploy_model.
+hm3-cvr (`create_pipeline`): load_logs -> (build_labels || retrieve_features) ->
+join_training_table -> train_model for HM^3 and each baseline in parallel -> evaluate_model
+(deploy gate) -> dsl.If(decision == "deploy") -> deploy_model.
+
+hm3-materialize (`create_materialize_pipeline`): materialize_features, for a schedule.
 """
 
 from collections.abc import Callable
@@ -13,11 +15,13 @@ from components.build_labels import build_labels
 from components.deploy_model import deploy_model
 from components.evaluate_model import evaluate_model, gate_decision
 from components.load_logs import load_logs
+from components.materialize_features import materialize_features
 from components.retrieve_features import retrieve_features
 from components.train_model import join_training_table, request_gpus, train_model
 from pipelines.cluster import ClusterSettings
 
 PIPELINE_NAME = "hm3-cvr"
+MATERIALIZE_PIPELINE_NAME = "hm3-materialize"
 CANDIDATE_KIND = "hm3"
 BASELINE_KINDS = ["esm2", "esmm", "naive"]
 
@@ -160,3 +164,36 @@ def create_pipeline(
             _sized(deploy, "deploy on KServe", "1", "2Gi").set_caching_options(False)
 
     return hm3_pipeline
+
+
+def create_materialize_pipeline(
+    cluster: ClusterSettings | None = None, feature_store: str = ""
+) -> Callable[..., object]:
+    """Build the materialization pipeline: one step, for a schedule (`hm3 submit --schedule`).
+
+    Args:
+        cluster: Kubernetes pod settings for the compiled IR (None: none, as kfp.local runs).
+        feature_store: Default of its `feature_store` parameter (the store to load).
+    """
+
+    @dsl.pipeline(
+        name=MATERIALIZE_PIPELINE_NAME,
+        description="Load the hm3_v1 feature views of an existing Feast store into its online "
+        "store, incrementally, up to the run time.",
+    )
+    def hm3_materialize(
+        feature_store: str = feature_store,
+        feature_service: str = "hm3_v1",
+        end: str = "",
+    ) -> None:
+        task = materialize_features(
+            feature_store_uri=feature_store, feature_service=feature_service, end=end
+        )
+        task.set_display_name("materialize Feast online store")
+        task.set_cpu_request("1").set_memory_request("4Gi")
+        # Each run loads what is new since the previous one: never reuse a cached result.
+        task.set_caching_options(False)
+        if cluster:
+            cluster.apply(task)
+
+    return hm3_materialize

@@ -849,6 +849,65 @@ def materialize(
     )
 
 
+@dataclass(frozen=True)
+class IncrementalReport:
+    """What one incremental materialization loaded.
+
+    Attributes:
+        end: Every view is now materialized up to here (ISO, UTC).
+        previous: View -> the end of its previous materialization, None the first time (Feast
+            then starts at `end`'s wall clock minus the view's ttl).
+        seconds: Wall time.
+    """
+
+    end: str
+    previous: dict[str, str | None]
+    seconds: float
+
+
+def materialize_incremental(
+    store: FeatureStore, end: datetime | None = None, service: str = DEFAULT_SERVICE
+) -> IncrementalReport:
+    """Load what changed since the last materialization, up to `end`, for a service's views.
+
+    The views are the batch views behind `service` (on-demand views' sources included), and the
+    store is checked against `feature_repo/` first (`check_store_contract`), so a scheduled run
+    on a drifted store fails naming what differs instead of loading something else.
+
+    Args:
+        store: An applied store (typically an existing one, `open_store(uri)`).
+        end: Upper bound of the snapshots loaded; default now (UTC).
+        service: Feature service whose views are materialized.
+
+    Raises:
+        StoreContractError: The store lacks the service or a view, or has another schema.
+        ValueError: If `end` is in the future (a snapshot not yet written would be skipped
+            for good: the next run starts at this end).
+    """
+    began = time.perf_counter()
+    now = datetime.now(UTC)
+    end = _utc(end) if end is not None else now
+    if end > now:
+        raise ValueError(f"materialize_incremental: end {end.isoformat()} is in the future")
+    infos = check_store_contract(store, service)
+    on_demand = {v.name: v for v in store.list_on_demand_feature_views()}
+    names: list[str] = []
+    for view in dict.fromkeys(f.view for f in infos):
+        sources = on_demand[view].source_feature_view_projections if view in on_demand else [view]
+        names.extend(name for name in sources if name not in names)
+    views = [v for v in (store.get_feature_view(name) for name in names) if v.online]
+    previous = {
+        v.name: v.most_recent_end_time.isoformat() if v.most_recent_end_time else None
+        for v in views
+    }
+    # Feast prints its progress to stdout; keep stdout for the caller's output (CLI JSON).
+    with contextlib.redirect_stdout(sys.stderr):
+        store.materialize_incremental(end_date=end, feature_views=[v.name for v in views])
+    return IncrementalReport(
+        end=end.isoformat(), previous=previous, seconds=round(time.perf_counter() - began, 3)
+    )
+
+
 def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
@@ -949,7 +1008,9 @@ def online_features(
     return OnlineFeatureClient(store, features).get(rows)
 
 
-def report_dict(report: RetrievalReport | MaterializeReport | TableCheck) -> dict[str, Any]:
+def report_dict(
+    report: RetrievalReport | MaterializeReport | IncrementalReport | TableCheck,
+) -> dict[str, Any]:
     """A report as a JSON-ready dict."""
     return asdict(report)
 

@@ -163,6 +163,14 @@ def compile(  # noqa: A001 - the subcommand is called compile
             "gs:// or an absolute path in the pods."
         ),
     ] = "",
+    pipeline: Annotated[
+        str,
+        typer.Option(
+            help="Which pipeline: cvr (hm3-cvr: labels, features, training, gate, deploy) or "
+            "materialize (hm3-materialize: loads the --feature-store store's online store, "
+            "for a schedule)."
+        ),
+    ] = "cvr",
 ) -> None:
     """Compile the pipeline to Kubeflow Pipelines IR YAML (the package `hm3 submit` sends).
 
@@ -178,7 +186,7 @@ def compile(  # noqa: A001 - the subcommand is called compile
     (default app.kubernetes.io/part-of=hm3), e.g. team=ads for cost reports.
     """
     from pipelines.cluster import ClusterSettings, Toleration, parse_pairs
-    from pipelines.compile import compile_pipeline, images_from_env
+    from pipelines.compile import PIPELINES, compile_pipeline, images_from_env
 
     try:
         # Flags not given keep ClusterSettings' own defaults.
@@ -193,6 +201,8 @@ def compile(  # noqa: A001 - the subcommand is called compile
             **given,
         )
         feature_store = _store_for_pods(feature_store)
+        if pipeline not in PIPELINES:
+            raise ValueError(f"--pipeline must be one of {PIPELINES}, got {pipeline!r}")
     except ValueError as err:
         raise fail(str(err)) from err
     path = compile_pipeline(
@@ -201,6 +211,7 @@ def compile(  # noqa: A001 - the subcommand is called compile
         gpus=gpus,
         cluster=cluster,
         feature_store=feature_store,
+        pipeline=pipeline,
         **images_from_env(),
     )
     typer.echo(str(path))
