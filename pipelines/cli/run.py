@@ -239,9 +239,25 @@ def submit(
             "an absolute path in the pods."
         ),
     ] = "",
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="Create a recurring run on this KFP cron schedule (6 fields, seconds first, "
+            "e.g. '0 0 * * * *' hourly) instead of one run."
+        ),
+    ] = None,
+    pipeline: Annotated[
+        str,
+        typer.Option(help="Pipeline to compile when --package does not exist: cvr or materialize."),
+    ] = "cvr",
 ) -> None:
-    """Submit the compiled pipeline to a Kubeflow Pipelines cluster with kfp.Client."""
-    from pipelines.submit import parse_params, submit_run
+    """Submit the compiled pipeline to a Kubeflow Pipelines cluster with kfp.Client.
+
+    With --schedule, a recurring run instead (one at a time, no catch-up), e.g. the
+    materialization pipeline every hour: hm3 submit --package hm3_materialize.yaml --pipeline
+    materialize --feature-store gs://BUCKET/feast/feature_store.yaml --schedule '0 0 * * * *'.
+    """
+    from pipelines.submit import check_cron, parse_params, schedule_run, submit_run
 
     try:
         arguments = parse_params(param or [])
@@ -252,12 +268,29 @@ def submit(
                     f"--feature-store {feature_store!r} and --param feature_store={given!r} "
                     "disagree; give one"
                 )
+        if schedule is not None:
+            check_cron(schedule)
     except ValueError as err:
         raise fail(str(err)) from err
     if not package.exists():
-        from pipelines.compile import compile_pipeline, images_from_env
+        from pipelines.compile import PIPELINES, compile_pipeline, images_from_env
 
-        compile_pipeline(package, **images_from_env())
+        if pipeline not in PIPELINES:
+            raise fail(f"--pipeline must be one of {PIPELINES}, got {pipeline!r}")
+        compile_pipeline(package, pipeline=pipeline, **images_from_env())
+    if schedule is not None:
+        typer.echo(
+            schedule_run(
+                host,
+                package,
+                schedule,
+                experiment=experiment,
+                job_name=run_name,
+                pipeline_root=pipeline_root,
+                arguments=arguments,
+            )
+        )
+        return
     url = submit_run(
         host,
         package,
