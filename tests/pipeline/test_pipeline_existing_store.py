@@ -62,3 +62,21 @@ def test_hm3_run_on_an_existing_store_registers_nothing_and_serves_from_it(
     assert prediction["unknown_ids"] == []
     assert set(prediction["defaulted"]) <= set(schema.CONTEXT_FEATURES), prediction
     assert f"features from the Feast store {yaml_file} online store" in proc.stdout, proc.stdout
+
+
+def test_hm3_run_refuses_a_feature_store_that_is_not_there(tmp_path: Path) -> None:
+    """A wrong path is a usage error before anything runs, not a failed step later."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    missing = tmp_path / "nope" / "feature_store.yaml"
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["run", "--feature-store", str(missing), "--out", str(out), "--impressions", "1000"]
+    )
+    assert result.exit_code == 2, result.output
+    # The console folds long paths anywhere: compare without the whitespace.
+    expected = f"--feature-store '{missing}': no such file or folder"
+    assert "".join(expected.split()) in "".join(result.output.split()), result.output
+    assert not out.exists()
