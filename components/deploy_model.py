@@ -23,12 +23,14 @@ def deploy_model(
     name: str = "hm3",
     namespace: str = "hm3",
     ready_timeout_s: float = 180.0,
+    feature_store_uri: str = "",
 ) -> str:
     """Deploy the model (local loopback server or KServe InferenceService), record the champion.
 
     Locally the server reads features from `feature_store` (the run's Feast repo, as
-    `retrieve_features` materialized it); on a cluster the transformer reads them from the
-    Feast online store of `manifests/feast-configmap.yaml`, and `feature_store` is unused.
+    `retrieve_features` materialized it), or from `feature_store_uri` (an existing store's
+    feature_store.yaml, local or gs://) when set; on a cluster the transformer reads them from
+    the Feast online store of `manifests/feast-configmap.yaml`, and both are unused.
     The model is first published to `<deploy_dir>/models/<version>/` and served from there.
     Writes `deployment` (JSON: mode, endpoint, model URI (the published copy), version,
     registry, request and prediction).
@@ -43,7 +45,7 @@ def deploy_model(
     config = DeployConfig(
         mode=mode,
         ready_timeout_s=ready_timeout_s,
-        feast_repo=feature_store.path if mode == "local" else None,
+        feast_repo=(feature_store_uri or feature_store.path) if mode == "local" else None,
         name=name,
         namespace=namespace,
         canary_traffic_percent=canary_traffic_percent,

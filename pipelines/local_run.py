@@ -51,6 +51,7 @@ class LocalRunConfig:
     label_engine: str = "duckdb"  # label_engine: duckdb or spark
     offline_store: str = "duckdb"  # offline_store: Feast's duckdb or spark offline store
     spark_master: str = "local[2]"  # spark_master: for both Spark steps
+    feature_store: str = ""  # feature_store: an existing store's yaml; empty = the run's own
 
     def __post_init__(self) -> None:
         if self.impressions < 1_000:
@@ -70,6 +71,7 @@ class LocalRunResult:
     deployment: dict[str, object] | None
     seconds: float = 0.0  # wall time of the pipeline
     logs: Path | None = None  # logs/<step>.log and logs/run.log
+    feature_store: str = ""  # the existing store the run used; empty = out/feature_store
 
 
 class StepFailed(RuntimeError):
@@ -135,6 +137,7 @@ def run_local(cfg: LocalRunConfig, verbose: bool = False) -> LocalRunResult:
                 label_engine=cfg.label_engine,
                 offline_store=cfg.offline_store,
                 spark_master=cfg.spark_master,
+                feature_store=cfg.feature_store,
             )
         except RuntimeError as err:
             if view.failed is None:
@@ -146,6 +149,7 @@ def run_local(cfg: LocalRunConfig, verbose: bool = False) -> LocalRunResult:
         raise RuntimeError(f"expected one new run folder under {root}, found {new}")
     result = collect_outputs(new[0], out)
     result.seconds, result.logs = seconds, router.folder
+    result.feature_store = cfg.feature_store
     return result
 
 

@@ -1,9 +1,12 @@
-"""The one HM^3 pipeline factory; runners (kfp.local, compile, submit) only choose where it runs.
+"""The pipeline factories; runners (kfp.local, compile, submit) only choose where they run.
 
-DAG: load_logs -> (build_labels || retrieve_features) -> join_training_table ->
-train_model for HM^3 and each baseline, one ParallelFor (HM^3 first, so on kfp.local's two
-workers it trains beside the baselines instead of after them) -> evaluate_model (deploy gate,
-picks the candidate by kind) -> dsl.If(decision == "deploy") -> deploy_model.
+hm3-cvr (`create_pipeline`): load_logs -> (build_labels || retrieve_features) ->
+join_training_table -> train_model for HM^3 and each baseline, one ParallelFor (HM^3 first, so
+on kfp.local's two workers it trains beside the baselines instead of after them) ->
+evaluate_model (deploy gate, picks the candidate by kind) -> dsl.If(decision == "deploy") ->
+deploy_model.
+
+hm3-materialize (`create_materialize_pipeline`): materialize_features, for a schedule.
 """
 
 from collections.abc import Callable
@@ -14,18 +17,23 @@ from components.build_labels import build_labels
 from components.deploy_model import deploy_model
 from components.evaluate_model import evaluate_model, gate_decision
 from components.load_logs import load_logs
+from components.materialize_features import materialize_features
 from components.retrieve_features import retrieve_features
 from components.train_model import join_training_table, request_gpus, train_model
 from pipelines.cluster import ClusterSettings
 
 PIPELINE_NAME = "hm3-cvr"
+MATERIALIZE_PIPELINE_NAME = "hm3-materialize"
 CANDIDATE_KIND = "hm3"
 BASELINE_KINDS = ["esm2", "esmm", "naive"]
 MODEL_KINDS = [CANDIDATE_KIND, *BASELINE_KINDS]
 
 
 def create_pipeline(
-    use_gpu: bool = False, gpus: int = 1, cluster: ClusterSettings | None = None
+    use_gpu: bool = False,
+    gpus: int = 1,
+    cluster: ClusterSettings | None = None,
+    feature_store: str = "",
 ) -> Callable[..., object]:
     """Build the pipeline function.
 
@@ -34,6 +42,8 @@ def create_pipeline(
             since a pod's resources are part of the compiled spec).
         gpus: GPUs per training task when `use_gpu`; the trainer runs DDP over them.
         cluster: Kubernetes pod settings for the compiled IR (None: none, as kfp.local runs).
+        feature_store: Default of the `feature_store` parameter: an existing Feast store's
+            feature_store.yaml (local or gs://); empty = each run registers its own repo.
     """
 
     def _sized(task: dsl.PipelineTask, name: str, cpu: str, memory: str) -> dsl.PipelineTask:
@@ -76,6 +86,7 @@ def create_pipeline(
         auc_tolerance: float = 0.002,
         deploy_mode: str = "local",
         canary_traffic_percent: int = 100,
+        feature_store: str = feature_store,
     ) -> None:
         logs = _sized(
             load_logs(
@@ -109,6 +120,7 @@ def create_pipeline(
                 world=logs.outputs["world"],
                 offline_store=offline_store,
                 spark_master=spark_master,
+                feature_store_uri=feature_store,
             ),
             "retrieve Feast features",
             "2",
@@ -149,7 +161,41 @@ def create_pipeline(
                 cvr_auc=evaluation.outputs["cvr_auc"],
                 mode=deploy_mode,
                 canary_traffic_percent=canary_traffic_percent,
+                feature_store_uri=feature_store,
             )
             _sized(deploy, "deploy on KServe", "1", "2Gi").set_caching_options(False)
 
     return hm3_pipeline
+
+
+def create_materialize_pipeline(
+    cluster: ClusterSettings | None = None, feature_store: str = ""
+) -> Callable[..., object]:
+    """Build the materialization pipeline: one step, for a schedule (`hm3 submit --schedule`).
+
+    Args:
+        cluster: Kubernetes pod settings for the compiled IR (None: none, as kfp.local runs).
+        feature_store: Default of its `feature_store` parameter (the store to load).
+    """
+
+    @dsl.pipeline(
+        name=MATERIALIZE_PIPELINE_NAME,
+        description="Load the hm3_v1 feature views of an existing Feast store into its online "
+        "store, incrementally, up to the run time.",
+    )
+    def hm3_materialize(
+        feature_store: str = feature_store,
+        feature_service: str = "hm3_v1",
+        end: str = "",
+    ) -> None:
+        task = materialize_features(
+            feature_store_uri=feature_store, feature_service=feature_service, end=end
+        )
+        task.set_display_name("materialize Feast online store")
+        task.set_cpu_request("1").set_memory_request("4Gi")
+        # Each run loads what is new since the previous one: never reuse a cached result.
+        task.set_caching_options(False)
+        if cluster:
+            cluster.apply(task)
+
+    return hm3_materialize

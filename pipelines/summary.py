@@ -71,9 +71,10 @@ def print_summary(result: LocalRunResult, console: Console | None = None) -> Non
 
     deployment = result.deployment or {}
     if deployment.get("request") is not None:
+        store = f"Feast store {result.feature_store}" if result.feature_store else "run's Feast"
         say(
             f"\n[bold]Endpoint[/bold]: {deployment['endpoint']}, KServe on loopback with "
-            "features from the run's Feast online store; stopped after this request "
+            f"features from the {store} online store; stopped after this request "
             "(hm3 run --keep-serving keeps one up). The request:"
         )
         verbatim(curl_command(str(deployment["endpoint"]), deployment["request"]))

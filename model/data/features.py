@@ -47,6 +47,7 @@ DEFAULT_SERVICE = "hm3_v1"
 TIMESTAMP_COLUMN = "event_timestamp"  # the entity dataframe's timestamp, as Feast names it
 FEATURES_FILE = "features.parquet"
 REPORT_FILE = "report.json"
+REFERENCE_FILE = "reference.json"
 REGISTRY_DB = "registry.db"
 ONLINE_DB = "online_store.db"
 DEFAULTS_KEY = b"hm3.feature_defaults"
@@ -62,6 +63,10 @@ _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 
 class FeatureReferenceError(ValueError):
     """A feature service or feature reference is not in the registry."""
+
+
+class StoreContractError(ValueError):
+    """An existing Feast store does not hold the feature contract of `feature_repo/`."""
 
 
 @dataclass(frozen=True)
@@ -216,18 +221,58 @@ def _is_spark(store: FeatureStore) -> bool:
 
 
 def open_store(config: str | Path) -> FeatureStore:
-    """Open a Feast store from a repo folder or a feature_store.yaml file.
+    """Open a Feast store from a repo folder or a feature_store.yaml file, local or gs://.
+
+    A gs:// location (a `feature_store.yaml` object, or a prefix holding one) is downloaded
+    and read with Feast's own loader (`${VAR}` expanded from the environment); see
+    `load_gcs_config` for what its paths must look like.
 
     Raises:
         FileNotFoundError: If there is no feature_store.yaml there.
+        StoreContractError: A gs:// yaml with a relative registry or SQLite path.
     """
     from feast import FeatureStore
 
+    if storage.is_gcs(config):
+        return FeatureStore(config=load_gcs_config(str(config)))
     path = Path(config)
     yaml_file = path / "feature_store.yaml" if path.is_dir() else path
     if not yaml_file.is_file():
         raise FileNotFoundError(f"no feature_store.yaml at {path}")
     return FeatureStore(repo_path=str(yaml_file.parent), fs_yaml_file=yaml_file)
+
+
+def load_gcs_config(uri: str) -> Any:
+    """Feast's `RepoConfig` of a gs:// feature_store.yaml (or of a gs:// prefix holding one).
+
+    The yaml is downloaded into a temporary folder and read by Feast's `load_repo_config`. There
+    is no repo folder on this machine to resolve relative paths against, so the registry must
+    be absolute (`gs://...`, which Feast reads through google-cloud-storage and so through
+    `STORAGE_EMULATOR_HOST` too, an absolute local path, or a SQL registry URL) and so must a
+    SQLite online store's path.
+
+    Raises:
+        FileNotFoundError: Naming the URI when there is no such object.
+        StoreContractError: Naming the field whose path is relative.
+    """
+    from feast.repo_config import load_repo_config
+
+    yaml_uri = uri if uri.endswith((".yaml", ".yml")) else storage.join(uri, "feature_store.yaml")
+    text = storage.read_text(yaml_uri)
+    with tempfile.TemporaryDirectory(prefix="hm3-feast-yaml-") as tmp:
+        local = Path(tmp) / "feature_store.yaml"
+        local.write_text(text)
+        config = load_repo_config(Path(tmp), local)
+    paths = [("registry.path", config.registry.path)]
+    if config.online_store.type == "sqlite":
+        paths.append(("online_store.path", config.online_store.path))
+    for name, value in paths:
+        if "://" not in str(value) and not Path(str(value)).is_absolute():
+            raise StoreContractError(
+                f"{yaml_uri}: {name} is {value!r}, a relative path; a feature_store.yaml read "
+                "from gs:// has no local repo folder, so it must be absolute (gs://..., /...)"
+            )
+    return config
 
 
 def check_feature_table(
@@ -415,6 +460,131 @@ def resolve_features(
         chosen.setdefault(view, []).append(name)
     adhoc = FeatureService(name="adhoc", features=[views[v][names] for v, names in chosen.items()])
     return service_features(adhoc, views)
+
+
+def check_store_contract(
+    store: FeatureStore, service: str = DEFAULT_SERVICE, where: str = ""
+) -> list[ServiceFeature]:
+    """Check that an existing store's registry holds `service` exactly as `feature_repo/` does.
+
+    For a store somebody else applied: the service must exist with the same views and features
+    in the same order, and each of its views must exist with the same kind (batch or on
+    demand), the same fields and dtypes, and (batch) the same join keys, or (on demand) the
+    same source features. Data sources, ttl and tags are the store owner's.
+
+    Args:
+        store: The opened store.
+        service: Feature service name, one that `feature_repo/` defines.
+        where: How to name the store in errors (default: its registry path).
+
+    Returns:
+        The service's features as the registry declares them (kinds and defaults from its tags).
+
+    Raises:
+        StoreContractError: Naming the service, view or field and what `feature_repo/` expects.
+    """
+    from feast.errors import FeatureServiceNotFoundException
+
+    from feature_repo.definitions import build
+
+    where = where or f"registry {store.config.registry.path}"
+    # Only the schemas are compared, so the data locations of this build do not matter.
+    expected = build("users.parquet", "items.parquet")
+    wanted = {s.name: s for s in expected.services}
+    if service not in wanted:
+        raise StoreContractError(
+            f"feature service {service!r} is not defined in feature_repo/ (it defines "
+            f"{sorted(wanted)}), so there is nothing to check {where} against"
+        )
+    try:
+        found = store.get_feature_service(service)
+    except FeatureServiceNotFoundException as err:
+        known = sorted(s.name for s in store.list_feature_services())
+        raise StoreContractError(
+            f"{where}: feature service {service!r} is missing (registered: {known}); expected "
+            "the one feature_repo/feature_services.py defines"
+        ) from err
+    want = _projections(wanted[service])
+    got = _projections(found)
+    if list(want) != list(got):
+        raise StoreContractError(
+            f"{where}: feature service {service!r} reads views {list(got)}, expected {list(want)}"
+        )
+    for view, names in want.items():
+        if got[view] != names:
+            raise StoreContractError(
+                f"{where}: feature service {service!r}, view {view!r}: features {got[view]}, "
+                f"expected {names}"
+            )
+    batch = {v.name: v for v in store.list_feature_views()}
+    on_demand = {v.name: v for v in store.list_on_demand_feature_views()}
+    entities = {e.name: e for e in store.list_entities()}
+    our_entities = {e.name: e for e in expected.entities}
+    for view in expected.feature_views:
+        if view.name not in batch:
+            kind = " (as an on-demand view)" if view.name in on_demand else ""
+            raise StoreContractError(
+                f"{where}: feature view {view.name!r} of service {service!r} is missing{kind}; "
+                f"expected a batch feature view with fields {_fields(view)}"
+            )
+        _check_fields(where, view, batch[view.name])
+        keys = _join_keys_of(batch[view.name], entities)
+        ours = _join_keys_of(view, our_entities)
+        if keys != ours:
+            raise StoreContractError(
+                f"{where}: feature view {view.name!r}: join keys {keys}, expected {ours}"
+            )
+    for view in expected.on_demand_views:
+        if view.name not in on_demand:
+            raise StoreContractError(
+                f"{where}: on-demand feature view {view.name!r} of service {service!r} is "
+                f"missing; expected one with fields {_fields(view)}"
+            )
+        _check_fields(where, view, on_demand[view.name])
+        sources = _projections_of(on_demand[view.name].source_feature_view_projections)
+        ours = _projections_of(view.source_feature_view_projections)
+        if sources != ours:
+            raise StoreContractError(
+                f"{where}: on-demand feature view {view.name!r}: sources {sources}, expected {ours}"
+            )
+    return service_features(found, batch | on_demand)
+
+
+def _projections(service: FeatureService) -> dict[str, list[str]]:
+    return {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
+
+
+def _projections_of(projections: Mapping[str, Any]) -> dict[str, list[str]]:
+    return {name: [f.name for f in p.features] for name, p in sorted(projections.items())}
+
+
+def _fields(view: Any) -> dict[str, str]:
+    return {f.name: str(f.dtype) for f in view.features}
+
+
+def _check_fields(where: str, ours: Any, theirs: Any) -> None:
+    want, got = _fields(ours), _fields(theirs)
+    for name, dtype in want.items():
+        if name not in got:
+            raise StoreContractError(
+                f"{where}: feature view {ours.name!r}: field {name!r} is missing; expected "
+                f"{dtype} (fields there: {sorted(got)})"
+            )
+        if got[name] != dtype:
+            raise StoreContractError(
+                f"{where}: feature view {ours.name!r}, field {name!r}: dtype {got[name]}, "
+                f"expected {dtype}"
+            )
+    extra = sorted(set(got) - set(want))
+    if extra:
+        raise StoreContractError(
+            f"{where}: feature view {ours.name!r}: fields {extra} are not in feature_repo/; "
+            f"expected exactly {sorted(want)}"
+        )
+
+
+def _join_keys_of(view: Any, entities: Mapping[str, Any]) -> list[str]:
+    return [entities[name].join_key if name in entities else name for name in view.entities]
 
 
 def feature_kinds(infos: Sequence[ServiceFeature]) -> dict[str, str]:
@@ -679,6 +849,65 @@ def materialize(
     )
 
 
+@dataclass(frozen=True)
+class IncrementalReport:
+    """What one incremental materialization loaded.
+
+    Attributes:
+        end: Every view is now materialized up to here (ISO, UTC).
+        previous: View -> the end of its previous materialization, None the first time (Feast
+            then starts at `end`'s wall clock minus the view's ttl).
+        seconds: Wall time.
+    """
+
+    end: str
+    previous: dict[str, str | None]
+    seconds: float
+
+
+def materialize_incremental(
+    store: FeatureStore, end: datetime | None = None, service: str = DEFAULT_SERVICE
+) -> IncrementalReport:
+    """Load what changed since the last materialization, up to `end`, for a service's views.
+
+    The views are the batch views behind `service` (on-demand views' sources included), and the
+    store is checked against `feature_repo/` first (`check_store_contract`), so a scheduled run
+    on a drifted store fails naming what differs instead of loading something else.
+
+    Args:
+        store: An applied store (typically an existing one, `open_store(uri)`).
+        end: Upper bound of the snapshots loaded; default now (UTC).
+        service: Feature service whose views are materialized.
+
+    Raises:
+        StoreContractError: The store lacks the service or a view, or has another schema.
+        ValueError: If `end` is in the future (a snapshot not yet written would be skipped
+            for good: the next run starts at this end).
+    """
+    began = time.perf_counter()
+    now = datetime.now(UTC)
+    end = _utc(end) if end is not None else now
+    if end > now:
+        raise ValueError(f"materialize_incremental: end {end.isoformat()} is in the future")
+    infos = check_store_contract(store, service)
+    on_demand = {v.name: v for v in store.list_on_demand_feature_views()}
+    names: list[str] = []
+    for view in dict.fromkeys(f.view for f in infos):
+        sources = on_demand[view].source_feature_view_projections if view in on_demand else [view]
+        names.extend(name for name in sources if name not in names)
+    views = [v for v in (store.get_feature_view(name) for name in names) if v.online]
+    previous = {
+        v.name: v.most_recent_end_time.isoformat() if v.most_recent_end_time else None
+        for v in views
+    }
+    # Feast prints its progress to stdout; keep stdout for the caller's output (CLI JSON).
+    with contextlib.redirect_stdout(sys.stderr):
+        store.materialize_incremental(end_date=end, feature_views=[v.name for v in views])
+    return IncrementalReport(
+        end=end.isoformat(), previous=previous, seconds=round(time.perf_counter() - began, 3)
+    )
+
+
 def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
@@ -779,7 +1008,9 @@ def online_features(
     return OnlineFeatureClient(store, features).get(rows)
 
 
-def report_dict(report: RetrievalReport | MaterializeReport | TableCheck) -> dict[str, Any]:
+def report_dict(
+    report: RetrievalReport | MaterializeReport | IncrementalReport | TableCheck,
+) -> dict[str, Any]:
     """A report as a JSON-ready dict."""
     return asdict(report)
 
@@ -792,11 +1023,13 @@ def retrieve_world(
     repo_dir: str | None = None,
     materialize_online: bool = False,
     spark_master: str = DEFAULT_SPARK_MASTER,
+    feature_store: str = "",
 ) -> RetrievalReport:
     """One-shot retrieval for a pipeline run: apply over a world's tables, retrieve, report.
 
     Writes `out_dir/features.parquet` and `out_dir/report.json`. The Feast repo is a temporary
-    folder unless `repo_dir` is given (historical retrieval needs no online store).
+    folder unless `repo_dir` is given (historical retrieval needs no online store). With
+    `feature_store`, an existing store is used instead (`retrieve_from_store`).
 
     Args:
         world: Folder or gs:// prefix with impressions.parquet, users.parquet, items.parquet.
@@ -807,10 +1040,23 @@ def retrieve_world(
         materialize_online: Also load the latest snapshot of every user and item into the
             repo's SQLite online store, so a local endpoint can serve from `repo_dir`.
         spark_master: With `offline_store="spark"`: the master of a new Spark session.
+        feature_store: An existing store's feature_store.yaml (or its folder), local or gs://:
+            nothing is registered, the world's users/items tables are not read, and
+            `offline_store`, `repo_dir` and `spark_master` are unused (the yaml decides).
 
     Raises:
-        ValueError: If `materialize_online` is set without a `repo_dir` to keep.
+        ValueError: If `materialize_online` is set without a `repo_dir` to keep, or together
+            with `feature_store` (an existing store's online store is its owner's to load).
+        StoreContractError: The existing store lacks the service or a view, or has another
+            schema than `feature_repo/`.
     """
+    if feature_store:
+        if materialize_online:
+            raise ValueError(
+                "materialize_online writes a run's own online store; with feature_store "
+                f"{feature_store!r} the store's owner materializes it (hm3-materialize)"
+            )
+        return retrieve_from_store(world, out_dir, feature_store, features)
     if materialize_online and not repo_dir:
         raise ValueError("materialize_online needs a repo_dir to keep the online store in")
     with tempfile.TemporaryDirectory(prefix="hm3-feast-") as tmp:
@@ -832,7 +1078,52 @@ def retrieve_world(
         if materialize_online:
             done = materialize(store)
             log.info("materialized %s into %s in %.1f s", done.views, repo_dir, done.seconds)
+    _write_report(out_dir, report)
+    return report
+
+
+def retrieve_from_store(
+    world: str, out_dir: str, feature_store: str, features: str = DEFAULT_SERVICE
+) -> RetrievalReport:
+    """Retrieve a world's impressions from an existing store, checked against `feature_repo/`.
+
+    The store's registry is only read: its contract is checked first (`check_store_contract`),
+    so a store without the service, or with another schema, fails before any retrieval.
+
+    Args:
+        world: Folder or gs:// prefix with impressions.parquet (the entity rows).
+        out_dir: Output folder or gs:// prefix for features.parquet and report.json.
+        feature_store: The store's feature_store.yaml (or its folder), local or gs://.
+        features: Feature service name.
+
+    Raises:
+        StoreContractError: Naming the service, view or field and what was expected.
+    """
+    store = open_store(feature_store)
+    check_store_contract(store, features, where=f"feature store {feature_store}")
+    report = retrieve_historical(
+        store,
+        storage.join(world, "impressions.parquet"),
+        storage.join(out_dir, FEATURES_FILE),
+        features,
+    )
+    _write_report(out_dir, report)
+    return report
+
+
+def _write_report(out_dir: str, report: RetrievalReport) -> None:
     storage.write_text_atomic(
         storage.join(out_dir, REPORT_FILE), json.dumps(report_dict(report), indent=2) + "\n"
     )
-    return report
+
+
+def write_store_reference(folder: str, feature_store: str) -> str:
+    """Write `folder/reference.json` naming an existing store; returns its location.
+
+    A run that uses an existing store has no Feast repo of its own, yet its `feature_store`
+    output must exist for the steps and the local run's layout that expect one: it says which
+    store the features came from.
+    """
+    location = storage.join(folder, REFERENCE_FILE)
+    storage.write_text_atomic(location, json.dumps({"feature_store": feature_store}) + "\n")
+    return location

@@ -11,6 +11,26 @@ from pipelines.cli._common import MICRO_SIGNAL_HELP, console, fail
 
 app = typer.Typer(rich_markup_mode="markdown")
 
+FEATURE_STORE_HELP = (
+    "An existing Feast store's feature_store.yaml (local path or gs://): the run registers "
+    "nothing and reads the hm3_v1 FeatureService from its registry, checked against "
+    "feature_repo/ first. Default: the run's own Feast repo."
+)
+
+
+def _store_for_pods(uri: str) -> str:
+    """A --feature-store as a cluster's pods will read it: gs:// or an absolute path.
+
+    Raises:
+        ValueError: For a relative local path (the pods do not share this folder).
+    """
+    if uri and "://" not in uri and not Path(uri).is_absolute():
+        raise ValueError(
+            f"--feature-store {uri!r} is a relative path; a pod reads it, so give gs://... or "
+            "an absolute path mounted in the pods (e.g. a ConfigMap)"
+        )
+    return uri
+
 
 @app.command()
 def run(
@@ -42,6 +62,7 @@ def run(
     spark_master: Annotated[
         str, typer.Option(help="Spark master for the Spark steps (local mode by default).")
     ] = "local[2]",
+    feature_store: Annotated[str, typer.Option(help=FEATURE_STORE_HELP)] = "",
     verbose: Annotated[
         bool,
         typer.Option(
@@ -65,6 +86,11 @@ def run(
     from pipelines.local_run import LocalRunConfig, StepFailed, run_local
     from pipelines.summary import print_summary, serve_until_interrupted
 
+    if feature_store and "://" not in feature_store:
+        # The steps run in other processes: hand them an absolute path, checked here.
+        if not Path(feature_store).exists():
+            raise fail(f"--feature-store {feature_store!r}: no such file or folder")
+        feature_store = str(Path(feature_store).resolve())
     try:
         cfg = LocalRunConfig(
             out=out,
@@ -78,6 +104,7 @@ def run(
             label_engine=label_engine,
             offline_store=offline_store,
             spark_master=spark_master,
+            feature_store=feature_store,
         )
     except ValueError as err:
         raise fail(str(err)) from err
@@ -93,7 +120,7 @@ def run(
     if keep_serving:
         serve_until_interrupted(
             result.out / "models" / "hm3",
-            result.out / "feature_store",
+            feature_store or result.out / "feature_store",
             log=result.out / "logs" / "serve.log",
         )
 
@@ -129,6 +156,21 @@ def compile(  # noqa: A001 - the subcommand is called compile
         list[str] | None,
         typer.Option(help="Label KEY=VALUE on every step's pod; repeatable."),
     ] = None,
+    feature_store: Annotated[
+        str,
+        typer.Option(
+            help=FEATURE_STORE_HELP + " Compiled in as the feature_store parameter's default; "
+            "gs:// or an absolute path in the pods."
+        ),
+    ] = "",
+    pipeline: Annotated[
+        str,
+        typer.Option(
+            help="Which pipeline: cvr (hm3-cvr: labels, features, training, gate, deploy) or "
+            "materialize (hm3-materialize: loads the --feature-store store's online store, "
+            "for a schedule)."
+        ),
+    ] = "cvr",
 ) -> None:
     """Compile the pipeline to Kubeflow Pipelines IR YAML (the package `hm3 submit` sends).
 
@@ -144,7 +186,7 @@ def compile(  # noqa: A001 - the subcommand is called compile
     (default app.kubernetes.io/part-of=hm3), e.g. team=ads for cost reports.
     """
     from pipelines.cluster import ClusterSettings, Toleration, parse_pairs
-    from pipelines.compile import compile_pipeline, images_from_env
+    from pipelines.compile import PIPELINES, compile_pipeline, images_from_env
 
     try:
         # Flags not given keep ClusterSettings' own defaults.
@@ -158,9 +200,20 @@ def compile(  # noqa: A001 - the subcommand is called compile
             gcs_secret=gcs_secret,
             **given,
         )
+        feature_store = _store_for_pods(feature_store)
+        if pipeline not in PIPELINES:
+            raise ValueError(f"--pipeline must be one of {PIPELINES}, got {pipeline!r}")
     except ValueError as err:
         raise fail(str(err)) from err
-    path = compile_pipeline(out, use_gpu=use_gpu, gpus=gpus, cluster=cluster, **images_from_env())
+    path = compile_pipeline(
+        out,
+        use_gpu=use_gpu,
+        gpus=gpus,
+        cluster=cluster,
+        feature_store=feature_store,
+        pipeline=pipeline,
+        **images_from_env(),
+    )
     typer.echo(str(path))
 
 
@@ -179,18 +232,65 @@ def submit(
         list[str] | None,
         typer.Option(help="Pipeline parameter NAME=VALUE (JSON values allowed); repeatable."),
     ] = None,
+    feature_store: Annotated[
+        str,
+        typer.Option(
+            help=FEATURE_STORE_HELP + " Sent as the run's feature_store parameter; gs:// or "
+            "an absolute path in the pods."
+        ),
+    ] = "",
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            help="Create a recurring run on this KFP cron schedule (6 fields, seconds first, "
+            "e.g. '0 0 * * * *' hourly) instead of one run."
+        ),
+    ] = None,
+    pipeline: Annotated[
+        str,
+        typer.Option(help="Pipeline to compile when --package does not exist: cvr or materialize."),
+    ] = "cvr",
 ) -> None:
-    """Submit the compiled pipeline to a Kubeflow Pipelines cluster with kfp.Client."""
-    from pipelines.submit import parse_params, submit_run
+    """Submit the compiled pipeline to a Kubeflow Pipelines cluster with kfp.Client.
 
-    if not package.exists():
-        from pipelines.compile import compile_pipeline, images_from_env
+    With --schedule, a recurring run instead (one at a time, no catch-up), e.g. the
+    materialization pipeline every hour: hm3 submit --package hm3_materialize.yaml --pipeline
+    materialize --feature-store gs://BUCKET/feast/feature_store.yaml --schedule '0 0 * * * *'.
+    """
+    from pipelines.submit import check_cron, parse_params, schedule_run, submit_run
 
-        compile_pipeline(package, **images_from_env())
     try:
         arguments = parse_params(param or [])
+        if feature_store:
+            given = arguments.setdefault("feature_store", _store_for_pods(feature_store))
+            if given != feature_store:
+                raise ValueError(
+                    f"--feature-store {feature_store!r} and --param feature_store={given!r} "
+                    "disagree; give one"
+                )
+        if schedule is not None:
+            check_cron(schedule)
     except ValueError as err:
         raise fail(str(err)) from err
+    if not package.exists():
+        from pipelines.compile import PIPELINES, compile_pipeline, images_from_env
+
+        if pipeline not in PIPELINES:
+            raise fail(f"--pipeline must be one of {PIPELINES}, got {pipeline!r}")
+        compile_pipeline(package, pipeline=pipeline, **images_from_env())
+    if schedule is not None:
+        typer.echo(
+            schedule_run(
+                host,
+                package,
+                schedule,
+                experiment=experiment,
+                job_name=run_name,
+                pipeline_root=pipeline_root,
+                arguments=arguments,
+            )
+        )
+        return
     url = submit_run(
         host,
         package,

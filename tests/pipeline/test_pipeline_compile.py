@@ -257,3 +257,39 @@ def test_spark_parameters_reach_the_spark_steps(compiled) -> None:
         "offline_store",
         "spark_master",
     )
+
+
+def test_feature_store_parameter_reaches_retrieval_and_deployment(compiled) -> None:
+    """`feature_store` (an existing store's yaml; empty = the run's own repo) is a pipeline
+    parameter wired to the two steps that read Feast."""
+    _, spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["feature_store"]["defaultValue"] == ""
+    tasks = _all_tasks(spec)
+    # Inside the gate's condition the parameter arrives through the condition's own inputs.
+    for task, name in (
+        ("retrieve-features", "feature_store"),
+        ("deploy-model", "pipelinechannel--feature_store"),
+    ):
+        inputs = tasks[task]["inputs"]["parameters"]
+        assert inputs["feature_store_uri"] == {"componentInputParameter": name}, task
+
+
+def test_hm3_compile_feature_store_sets_the_parameters_default(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    out = tmp_path / "hm3.yaml"
+    uri = "gs://team-feast/prod/feature_store.yaml"
+    result = CliRunner().invoke(app, ["compile", "--out", str(out), "--feature-store", uri])
+    assert result.exit_code == 0, result.output
+    pipeline, _ = _ir_documents(out)
+    assert pipeline["root"]["inputDefinitions"]["parameters"]["feature_store"]["defaultValue"] == (
+        uri
+    )
+    result = CliRunner().invoke(
+        app, ["compile", "--out", str(out), "--feature-store", "feast/feature_store.yaml"]
+    )
+    assert result.exit_code == 2
+    assert "--feature-store 'feast/feature_store.yaml' is a relative path" in result.output

@@ -8,6 +8,7 @@ kfp/client/client.py and kfp_server_api), and nothing else:
 - GET  /apis/v2beta1/experiments   (find the experiment by display name, `filter=` query)
 - POST /apis/v2beta1/experiments   (create it when none has that name)
 - POST /apis/v2beta1/runs          (the run, the compiled pipeline spec inline)
+- POST /apis/v2beta1/recurringruns (`create_recurring_run`, for `hm3 submit --schedule`)
 
 This client version does not upload a pipeline package for a run (no POST
 /apis/v2beta1/pipelines/upload); any other request is answered 404 and recorded, so a change in
@@ -43,6 +44,7 @@ class KfpStandIn:
         self.requests: list[tuple[str, str]] = []
         self.experiments: list[dict[str, Any]] = []
         self.runs: list[dict[str, Any]] = []
+        self.recurring_runs: list[dict[str, Any]] = []
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -95,6 +97,16 @@ class KfpStandIn:
                     run = {**body, "run_id": f"run-{len(stand_in.runs) + 1}", "state": "PENDING"}
                     stand_in.runs.append(run)
                     self._answer(200, run)
+                elif url.path == f"{API}/recurringruns":
+                    try:
+                        parse_ir_strictly(*stand_in.documents(body["pipeline_spec"]))
+                    except Exception as err:  # noqa: BLE001 - the backend answers 400
+                        self._answer(400, {"error": str(err)})
+                        return
+                    job_id = f"rr-{len(stand_in.recurring_runs) + 1}"
+                    job = {**body, "recurring_run_id": job_id, "status": "ENABLED"}
+                    stand_in.recurring_runs.append(job)
+                    self._answer(200, job)
                 else:
                     self._answer(404, {"error": f"not found: {url.path}"})
 
@@ -213,3 +225,54 @@ def test_a_bad_param_is_a_usage_error_and_nothing_is_sent(
     assert result.exit_code == 2
     assert "--param expects NAME=VALUE, got 'min_cvr_auc'" in result.output
     assert kfp_api.requests == []
+
+
+def test_submit_feature_store_is_the_runs_parameter(kfp_api: KfpStandIn, tmp_path: Path) -> None:
+    from pipelines.compile import compile_pipeline
+
+    package = compile_pipeline(tmp_path / "hm3.yaml")
+    uri = "gs://team-feast/prod/feature_store.yaml"
+    deploy = ("--param", "deploy_dir=gs://hm3-models/deploy")
+    result = _submit(kfp_api.host, package, *deploy, "--feature-store", uri)
+    assert result.exit_code == 0, result.output
+    (run,) = kfp_api.runs
+    assert run["runtime_config"]["parameters"]["feature_store"] == uri
+    result = _submit(
+        kfp_api.host, package, *deploy, "--feature-store", uri, "--param", "feature_store=gs://x/y"
+    )
+    assert result.exit_code == 2
+    assert "disagree" in result.output
+    assert len(kfp_api.runs) == 1  # nothing more was sent
+
+
+def test_submit_schedule_creates_a_recurring_materialization(
+    kfp_api: KfpStandIn, tmp_path: Path
+) -> None:
+    """`hm3 submit --schedule`: the materialization pipeline (compiled now, since the package
+    is absent) as a recurring run on the cron given, one at a time, without catch-up."""
+    package = tmp_path / "materialize.yaml"
+    uri = "gs://team-feast/prod/feature_store.yaml"
+    hourly = "0 0 * * * *"
+    result = _submit(
+        kfp_api.host, package,
+        "--pipeline", "materialize",
+        "--feature-store", uri,
+        "--schedule", hourly,
+        "--run-name", "feast-hourly",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith(f"{kfp_api.host}/#/recurringrun/details/rr-1")
+    assert kfp_api.requests[-1] == ("POST", f"{API}/recurringruns")
+    assert kfp_api.runs == []
+    (job,) = kfp_api.recurring_runs
+    assert job["display_name"] == "feast-hourly"
+    assert job["trigger"] == {"cron_schedule": {"cron": hourly}}
+    assert (job["mode"], int(job["max_concurrency"]), job["no_catchup"]) == ("ENABLE", 1, True)
+    assert job["runtime_config"]["parameters"] == {"feature_store": uri}
+    pipeline, _ = kfp_api.documents(job["pipeline_spec"])
+    assert pipeline["pipelineInfo"]["name"] == "hm3-materialize"
+
+    result = _submit(kfp_api.host, package, "--schedule", "0 * * * *")
+    assert result.exit_code == 2
+    assert "--schedule '0 * * * *' has 5 fields; KFP cron has 6, seconds first" in result.output
+    assert len(kfp_api.recurring_runs) == 1  # nothing more was sent
