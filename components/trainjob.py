@@ -248,7 +248,9 @@ def trainjob_request(
             )
         )
     )
-    options: list[Any] = [TrainerCommand(command=command), patch]
+    options: list[Any] = [TrainerCommand(command=command)]
+    if pod != PodSpecPatch() or settings.pod_labels:
+        options.append(patch)
     if settings.pod_labels:
         options.append(Labels(labels=dict(settings.pod_labels)))
     return TrainJobRequest(settings.runtime, trainer, tuple(options))
