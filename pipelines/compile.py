@@ -35,6 +35,7 @@ def compile_pipeline(
     image: str | None = None,
     train_image: str | None = None,
     cluster: ClusterSettings | None = None,
+    nodes: int = 1,
 ) -> Path:
     """Write the IR YAML package for `hm3 submit` / the KFP UI and return its path.
 
@@ -45,10 +46,21 @@ def compile_pipeline(
         image: Image for the executors built on components.images.HM3_IMAGE (None: keep it).
         train_image: Image for the executors built on HM3_TRAIN_IMAGE (None: keep it).
         cluster: Kubernetes pod settings (None: `ClusterSettings()`, the defaults).
+        nodes: Training nodes per model; > 1 trains on a Kubeflow Trainer TrainJob of `nodes`
+            pods (of `train_image`) with `gpus` GPUs each, and needs `use_gpu`.
+
+    Raises:
+        ValueError: On nodes < 1, or nodes > 1 without use_gpu.
     """
+    pipeline = create_pipeline(
+        use_gpu=use_gpu,
+        gpus=gpus,
+        cluster=cluster or ClusterSettings(),
+        nodes=nodes,
+        train_image=train_image or HM3_TRAIN_IMAGE,
+    )
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = create_pipeline(use_gpu=use_gpu, gpus=gpus, cluster=cluster or ClusterSettings())
     swap = {HM3_IMAGE: image or HM3_IMAGE, HM3_TRAIN_IMAGE: train_image or HM3_TRAIN_IMAGE}
     # Components bake their base_image in at import; rewrite this pipeline's compiled executors.
     executors = pipeline.pipeline_spec.deployment_spec["executors"]
