@@ -135,23 +135,27 @@ class TrainJobRequest:
     options: tuple[Any, ...]
 
 
-def train_command(table_uri: str, model_uri: str, model_kind: str, config_json: str) -> list[str]:
-    """The command every node runs: torchrun (ranks from the PET_* environment) + `hm3 train`."""
+def train_args(table: str, out: str, model_kind: str, config_json: str) -> list[str]:
+    """`-m pipelines.cli train ...`: what torchrun starts in each process."""
     return [
-        "torchrun",
         "-m",
         "pipelines.cli",
         "train",
         "--data",
-        table_uri,
+        table,
         "--out",
-        model_uri,
+        out,
         "--model-kind",
         model_kind,
         "--config-json",
         config_json,
         "--no-progress",
     ]
+
+
+def train_command(table_uri: str, model_uri: str, model_kind: str, config_json: str) -> list[str]:
+    """The command every node runs: torchrun (ranks from the PET_* environment) + `hm3 train`."""
+    return ["torchrun", *train_args(table_uri, model_uri, model_kind, config_json)]
 
 
 def trainjob_request(

@@ -1,4 +1,5 @@
-"""Training across nodes: the TrainJob's node command on two local "nodes", gs:// output.
+"""Training across nodes and GPUs: the TrainJob's node command on two local "nodes" with gs://
+output, and a step pod's own torchrun over its devices.
 
 Two `torchrun` processes on loopback, each given the environment Kubeflow Trainer's Torch
 plugin sets on a node (PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR,
@@ -21,6 +22,7 @@ import pytest
 from model_helpers import fast_config
 from typer.testing import CliRunner
 
+from components.torchrun import pod_processes, standalone_command, train_in_pod
 from components.trainjob import TrainOutcome, train_command
 from model import storage
 from model.artifact import load_model
@@ -157,3 +159,27 @@ def test_cli_train_takes_the_config_as_json_but_not_with_a_file(
         app, ["train", "--data", str(tiny_table), "--config-json", '{"dropout": 2.0}']
     )
     assert res.exit_code == 2 and "dropout" in res.output
+
+
+def test_a_pod_with_several_gpus_trains_under_torchrun_standalone(
+    tiny_table: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """One node, several devices: the step's `torchrun --standalone` path, here 2 CPU ranks."""
+    cfg = fast_config(model_kind="esmm", epochs=2, batch_size=256)
+    outcome = train_in_pod(str(tiny_table), str(tmp_path / "m"), cfg, processes=2)
+    done = DONE.findall(capfd.readouterr().err)
+    assert sorted(d[:2] for d in done) == [("0", "2"), ("1", "2")], done
+    assert done[0][2:] == done[1][2:], "best epoch or weights differ across ranks"
+    assert outcome.epochs_run == 2
+    assert load_model(tmp_path / "m").version == outcome.version
+
+
+def test_standalone_command_resumes_in_the_step_folder() -> None:
+    cfg = fast_config(model_kind="hm3")
+    command = standalone_command("/in/table.parquet", "/gcs/b/model", cfg, 4)
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
+    assert command[5:8] == ["-m", "pipelines.cli", "train"]
+    assert command[-1] == "--resume" and "/gcs/b/model" in command
+    with pytest.raises(ValueError, match="processes >= 2, got 1"):
+        standalone_command("/in/t", "/out", cfg, 1)
+    assert pod_processes("cpu") == 1 and pod_processes("cuda:1") == 1
