@@ -44,7 +44,7 @@ RUNTIME = "torch-distributed"
 # The runtime's trainer ReplicatedJob and container (kubeflow.trainer.constants.NODE).
 NODE = "node"
 GCS_VOLUME = "gcs-key"
-# Per GPU process, what the one-pod training step requests (pipelines/pipeline.py).
+# Per GPU process on a node: the one-pod training step's request (pipelines/pipeline.py).
 CPU_PER_GPU = 2
 MEMORY_GI_PER_GPU = 8
 # What the launching step needs in its namespace (manifests/training/trainjob-rbac.yaml):
