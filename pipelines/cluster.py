@@ -12,6 +12,9 @@ applies them to each step's pod. kfp.local ignores them; `hm3 run` compiles none
   (`gcs_secret`); every step then mounts it at GCS_SECRET_MOUNT and sets
   GOOGLE_APPLICATION_CREDENTIALS, which google-cloud-storage reads.
 - Pod labels on every step, for cost attribution and `kubectl get pods -l ...`.
+- Multi-node training (`nodes > 1`): the training pods belong to a Kubeflow Trainer TrainJob,
+  not to the pipeline, so the same tolerations, node selector, key and labels travel to them in
+  the step's TrainJob settings (`ClusterSettings.trainjob`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from kfp import dsl, kubernetes
+
+from components.trainjob import TrainJobSettings
 
 GCS_SECRET_MOUNT = "/var/secrets/google"
 # The key's file name inside the secret: `kubectl create secret generic NAME --from-file=key.json`.
@@ -123,6 +128,24 @@ class ClusterSettings:
         for key, value in self.gpu_node_selector.items():
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
         return task
+
+    def trainjob(self, image: str, gpus_per_node: int) -> TrainJobSettings:
+        """The same GPU, credential and label settings for a multi-node TrainJob's pods."""
+        tolerations = tuple(
+            {"key": t.key, "operator": "Exists", "effect": t.effect}
+            if t.value is None
+            else {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect}
+            for t in self.gpu_tolerations
+        )
+        return TrainJobSettings(
+            image=image,
+            gpus_per_node=gpus_per_node,
+            tolerations=tolerations,
+            node_selector=dict(self.gpu_node_selector),
+            pod_labels=dict(self.pod_labels),
+            gcs_secret=self.gcs_secret,
+            gcs_mount=GCS_SECRET_MOUNT,
+        )
 
 
 def parse_pairs(items: list[str] | None, what: str) -> dict[str, str]:

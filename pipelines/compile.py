@@ -38,6 +38,7 @@ def compile_pipeline(
     cluster: ClusterSettings | None = None,
     feature_store: str = "",
     pipeline: str = "cvr",
+    nodes: int = 1,
 ) -> Path:
     """Write the IR YAML package for `hm3 submit` / the KFP UI and return its path.
 
@@ -52,9 +53,11 @@ def compile_pipeline(
             feature_store.yaml as the pods see it (gs://, or a mounted path); empty = per run.
         pipeline: `cvr` (the training pipeline) or `materialize` (`hm3-materialize`, which
             loads the `feature_store` store's online store; GPU options do not apply).
+        nodes: Training nodes per model; > 1 trains on a Kubeflow Trainer TrainJob of `nodes`
+            pods (of `train_image`) with `gpus` GPUs each, and needs `use_gpu`.
 
     Raises:
-        ValueError: For an unknown pipeline.
+        ValueError: For an unknown pipeline; on nodes < 1, or nodes > 1 without use_gpu.
     """
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
@@ -70,6 +73,8 @@ def compile_pipeline(
             gpus=gpus,
             cluster=cluster or ClusterSettings(),
             feature_store=feature_store,
+            nodes=nodes,
+            train_image=train_image or HM3_TRAIN_IMAGE,
         )
     swap = {HM3_IMAGE: image or HM3_IMAGE, HM3_TRAIN_IMAGE: train_image or HM3_TRAIN_IMAGE}
     # Components bake their base_image in at import; rewrite this pipeline's compiled executors.

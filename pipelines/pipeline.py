@@ -16,10 +16,12 @@ from kfp import dsl
 from components.build_labels import build_labels
 from components.deploy_model import deploy_model
 from components.evaluate_model import evaluate_model, gate_decision
+from components.images import HM3_TRAIN_IMAGE
 from components.load_logs import load_logs
 from components.materialize_features import materialize_features
 from components.retrieve_features import retrieve_features
 from components.train_model import join_training_table, request_gpus, train_model
+from components.trainjob import TrainJobSettings
 from pipelines.cluster import ClusterSettings
 
 PIPELINE_NAME = "hm3-cvr"
@@ -29,22 +31,55 @@ BASELINE_KINDS = ["esm2", "esmm", "naive"]
 MODEL_KINDS = [CANDIDATE_KIND, *BASELINE_KINDS]
 
 
+def check_nodes(nodes: int, use_gpu: bool) -> None:
+    """Validate the number of training nodes.
+
+    Raises:
+        ValueError: nodes < 1, or nodes > 1 without GPUs: a multi-node TrainJob exists to add
+            GPUs (one CPU pod already trains these models; its CPU count per node is not a
+            compile flag).
+    """
+    if nodes < 1:
+        raise ValueError(f"nodes must be >= 1, got {nodes}")
+    if nodes > 1 and not use_gpu:
+        raise ValueError(
+            f"nodes={nodes} needs use_gpu (--use-gpu): multi-node training runs a TrainJob of "
+            "GPU nodes; CPU training stays in one pod"
+        )
+
+
 def create_pipeline(
     use_gpu: bool = False,
     gpus: int = 1,
     cluster: ClusterSettings | None = None,
     feature_store: str = "",
+    nodes: int = 1,
+    train_image: str = HM3_TRAIN_IMAGE,
 ) -> Callable[..., object]:
     """Build the pipeline function.
 
     Args:
         use_gpu: Request `gpus` NVIDIA GPUs for every training task (fixed at compile time,
             since a pod's resources are part of the compiled spec).
-        gpus: GPUs per training task when `use_gpu`; the trainer runs DDP over them.
+        gpus: GPUs per training task when `use_gpu` (per node when nodes > 1); the trainer runs
+            DDP over them.
         cluster: Kubernetes pod settings for the compiled IR (None: none, as kfp.local runs).
         feature_store: Default of the `feature_store` parameter: an existing Feast store's
             feature_store.yaml (local or gs://); empty = each run registers its own repo.
+        nodes: Training nodes per model: 1 trains in the step's pod; more makes each training
+            step launch and await a Kubeflow Trainer TrainJob of `nodes` pods with `gpus` GPUs
+            each (needs `use_gpu`; components/trainjob.py).
+        train_image: The image of the TrainJob's pods when nodes > 1.
+
+    Raises:
+        ValueError: On a bad `nodes` (see `check_nodes`).
     """
+    check_nodes(nodes, use_gpu)
+    trainjob = (
+        (cluster.trainjob(train_image, gpus) if cluster else TrainJobSettings(train_image, gpus))
+        if nodes > 1
+        else None
+    )
 
     def _sized(task: dsl.PipelineTask, name: str, cpu: str, memory: str) -> dsl.PipelineTask:
         """Display name, resource requests and pod settings of a step."""
@@ -52,6 +87,16 @@ def create_pipeline(
         return cluster.apply(task) if cluster else task
 
     def _train(table, kind, config_json) -> dsl.PipelineTask:  # noqa: ANN001
+        if trainjob is not None:
+            # This pod only launches and awaits the TrainJob: no GPU, little CPU and memory.
+            task = train_model(
+                table=table,
+                model_kind=kind,
+                config_json=config_json,
+                nodes=nodes,
+                trainjob_json=trainjob.to_json(),
+            )
+            return _sized(task, "train", "0.5", "1Gi")
         task = _sized(
             train_model(table=table, model_kind=kind, config_json=config_json), "train", "2", "8Gi"
         )

@@ -9,6 +9,8 @@ Multi-process: launched by `torchrun` (RANK / WORLD_SIZE in the environment) or 
 already initialized process group, every rank builds the same model from the same seed, takes its
 share of each global batch (`batch_size` rows over all ranks, so the loss curve matches one
 process) and DDP averages the gradients. Rank 0 writes checkpoints and the artifact.
+Across nodes (a Kubeflow Trainer `TrainJob`, `torchrun` on every node) nothing changes but the
+ranks; a gs:// `out_dir` is trained into a local staging folder that rank 0 uploads once sealed.
 
 `_train` is the epoch loop; its parts live next to it: `model.train.distributed` (process group,
 device), `model.train.checkpoint` (last.pt, resume), `model.train.early_stopping` (best score,
@@ -21,10 +23,11 @@ import json
 import logging
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -505,16 +508,22 @@ def train(
         data_path: The training table (labels joined with features, with the kinds metadata);
             local path, file:// or gs://.
         out_dir: Local artifact folder (checkpoints live in `<out_dir>/checkpoints` until the
-            artifact is sealed).
+            artifact is sealed), or a gs:// prefix: every rank then trains into a local
+            temporary folder and rank 0 uploads the sealed artifact there (its MANIFEST.json
+            last), so the nodes of a multi-node run need no shared file system.
         config: The run's configuration.
         resume: Continue from `<out_dir>/checkpoints/last.pt` if present; its config must match.
+            Local `out_dir` only (a gs:// run keeps no checkpoint across restarts).
 
     Returns:
         The run's history, best epoch and validation metrics.
 
     Raises:
-        ValueError: On bad data or a checkpoint of a different config.
+        ValueError: On bad data, a checkpoint of a different config, or `resume` with a gs://
+            `out_dir`.
     """
+    if storage.is_gcs(out_dir):
+        return _train_to_gcs(data_path, str(out_dir), config, resume)
     with distributed(resolve_device(config.device, 0).type) as ddp:
         device = resolve_device(config.device, ddp.local_rank)
         if device.type == "cuda":
@@ -522,6 +531,20 @@ def train(
         if config.threads:
             torch.set_num_threads(config.threads)
         return _train(data_path, Path(out_dir), config, resume, ddp, device)
+
+
+def _train_to_gcs(
+    data_path: str | Path, uri: str, config: TrainConfig, resume: bool
+) -> TrainResult:
+    """Train into a local staging folder; rank 0 (the one with a version) uploads the artifact."""
+    if resume:
+        raise ValueError(f"resume needs a local out_dir (the checkpoint lives there), got {uri}")
+    with tempfile.TemporaryDirectory(prefix="hm3-train-") as staging:
+        result = train(data_path, staging, config)
+        if result.version is not None:
+            storage.upload_dir(staging, uri)
+            log.info("artifact %s uploaded to %s", result.version, uri)
+    return replace(result, out_dir=uri)
 
 
 def _train(
@@ -572,6 +595,14 @@ def _train(
     validation = {k: v for k, v in best.items() if k.startswith("auc_")}
     # Every rank reports the same sum when DDP kept the replicas in sync.
     weights_sum = float(sum(p.detach().double().sum() for p in net.parameters()))
+    # One line per rank: in a multi-node job's logs every node shows it joined the same run.
+    log.info(
+        "rank %d of %d done: best epoch %d, weights sum %r",
+        ddp.rank,
+        ddp.world,
+        stopper.best_epoch,
+        weights_sum,
+    )
     version = None
     if ddp.main:
         version = _save(net, data, cfg, out, stopper.best_epoch, validation)

@@ -133,7 +133,17 @@ def compile(  # noqa: A001 - the subcommand is called compile
     use_gpu: Annotated[
         bool, typer.Option(help="Request one nvidia.com/gpu for each training task.")
     ] = False,
-    gpus: Annotated[int, typer.Option(help="GPUs per training task when --use-gpu.")] = 1,
+    gpus: Annotated[
+        int, typer.Option(help="GPUs per training task (per node with --nodes) when --use-gpu.")
+    ] = 1,
+    nodes: Annotated[
+        int,
+        typer.Option(
+            help="Training nodes per model: more than 1 runs each training as a Kubeflow "
+            "Trainer TrainJob (runtime torch-distributed) of NODES pods with --gpus GPUs each; "
+            "needs --use-gpu."
+        ),
+    ] = 1,
     gpu_toleration: Annotated[
         list[str] | None,
         typer.Option(
@@ -184,9 +194,15 @@ def compile(  # noqa: A001 - the subcommand is called compile
     --gpu-node-selector pins them to a pool, e.g.
     cloud.google.com/gke-accelerator=nvidia-l4. Every pod carries the --pod-label labels
     (default app.kubernetes.io/part-of=hm3), e.g. team=ads for cost reports.
+
+    --nodes N (N > 1, with --use-gpu) trains every model on N nodes: the training step launches
+    a TrainJob on the cluster's Kubeflow Trainer and waits for it; the job's pods get the GPU,
+    GCS key and label settings above. See the README's cluster section for what the cluster
+    needs (Trainer v2, the torch-distributed runtime, RBAC for the pipeline's service account).
     """
     from pipelines.cluster import ClusterSettings, Toleration, parse_pairs
     from pipelines.compile import PIPELINES, compile_pipeline, images_from_env
+    from pipelines.pipeline import check_nodes
 
     try:
         # Flags not given keep ClusterSettings' own defaults.
@@ -203,6 +219,7 @@ def compile(  # noqa: A001 - the subcommand is called compile
         feature_store = _store_for_pods(feature_store)
         if pipeline not in PIPELINES:
             raise ValueError(f"--pipeline must be one of {PIPELINES}, got {pipeline!r}")
+        check_nodes(nodes, use_gpu)
     except ValueError as err:
         raise fail(str(err)) from err
     path = compile_pipeline(
@@ -212,6 +229,7 @@ def compile(  # noqa: A001 - the subcommand is called compile
         cluster=cluster,
         feature_store=feature_store,
         pipeline=pipeline,
+        nodes=nodes,
         **images_from_env(),
     )
     typer.echo(str(path))

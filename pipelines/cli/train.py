@@ -26,8 +26,12 @@ def train(
         str, typer.Option(help="Model to train: hm3, esm2, esmm or naive.")
     ] = "hm3",
     out: Annotated[
-        Path, typer.Option(help="Artifact folder to write (created; checkpoints live inside).")
-    ] = Path("out/model"),
+        str,
+        typer.Option(
+            help="Artifact folder to write: local (created; checkpoints live inside) or gs:// "
+            "(trained in a local temporary folder, uploaded by rank 0 once sealed)."
+        ),
+    ] = "out/model",
     config: Annotated[
         Path | None,
         typer.Option(
@@ -35,6 +39,10 @@ def train(
             "lr, batch_size, epochs, patience, seed, device, hash_buckets, loss_weights, split, "
             "bf16, threads, ...); unset fields keep their defaults."
         ),
+    ] = None,
+    config_json: Annotated[
+        str | None,
+        typer.Option(help="The same TrainConfig fields as a JSON object, instead of --config."),
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue from OUT/checkpoints/last.pt after an interruption.")
@@ -54,7 +62,9 @@ def train(
     model.safetensors, config.json, model.pt2 (torch.export program), history.json,
     tensorboard/ and MANIFEST.json. Defaults: TrainConfig in model/train/trainer.py (embedding 16,
     towers 256-128-64, Adam lr 1e-3, batch 2048, 4 epochs, seed 0, device auto).
-    Multi-GPU / multi-node: launch with `torchrun --nproc-per-node N -m pipelines.cli train ...`.
+    Multi-GPU / multi-node: launch with `torchrun --nproc-per-node N -m pipelines.cli train ...`
+    (on a cluster: `hm3 compile --use-gpu --nodes N`, which runs this command in a Kubeflow
+    Trainer TrainJob, `--out` being the step's gs:// model artifact).
     """
     from model.train.trainer import TrainConfig
     from model.train.trainer import train as run_training
@@ -64,11 +74,15 @@ def train(
         if value is not None:
             overrides[name] = value
     try:
-        cfg = (
-            TrainConfig.from_file(config, **overrides)
-            if config is not None
-            else TrainConfig.from_dict(overrides)
-        )
+        if config is not None and config_json is not None:
+            raise ValueError("give --config or --config-json, not both")
+        if config is not None:
+            cfg = TrainConfig.from_file(config, **overrides)
+        else:
+            fields = json.loads(config_json or "{}")
+            if not isinstance(fields, dict):
+                raise ValueError(f"--config-json must be a JSON object, got {config_json!r}")
+            cfg = TrainConfig.from_dict(fields | overrides)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise fail(str(err)) from err
     result = run_training(data, out, cfg, resume=resume)
