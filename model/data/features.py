@@ -506,30 +506,133 @@ def historical_features(
         (frame in the input row order with the input columns plus one column per feature,
         the features, filled counts per feature).
     """
+    table, infos, filled = _point_in_time_table(store, entities, features)
+    # The caller's own columns, as given: stores hand them back retyped (Spark: naive ns times).
+    frame = pd.concat([entities.reset_index(drop=True), table.to_pandas()], axis=1)
+    return frame, infos, filled
+
+
+def _point_in_time_table(
+    store: FeatureStore, entities: pd.DataFrame, features: str | Sequence[str]
+) -> tuple[pa.Table, list[ServiceFeature], dict[str, int]]:
+    """One column per feature, in the entity rows' order, defaults filled in; and the counts.
+
+    Feast sees only what its join needs: the join keys, `event_timestamp` and a row number (a
+    string pass-through column such as impression_id would ride through every join and window
+    of Feast's query). The on-demand views' sources are retrieved as ordinary features, and each
+    on-demand view runs afterwards through Feast's own `OnDemandFeatureView.transform_arrow` on
+    a table of its inputs only: Feast's retrieval job would hand its python-mode UDF the whole
+    result, keys and timestamps included, converted to Python lists.
+    """
     infos = resolve_features(store, features)
     join_keys = _join_keys(store, infos)
     validate_entity_frame(entities, join_keys)
-    frame = entities.copy()
+    on_demand = _on_demand_views(store, infos)
+    frame = entities[[*join_keys, TIMESTAMP_COLUMN]].reset_index(drop=True)
     frame[TIMESTAMP_COLUMN] = _as_utc(frame[TIMESTAMP_COLUMN])
     frame[_ROW] = np.arange(len(frame), dtype=np.int64)
-    job = store.get_historical_features(
-        entity_df=frame, features=_feast_features(store, features), full_feature_names=False
-    )
-    result = job.to_df()
-    if len(result) != len(frame):
+    refs = _batch_refs(infos, on_demand)
+    job = store.get_historical_features(entity_df=frame, features=refs, full_feature_names=False)
+    result = job.to_arrow()
+    if result.num_rows != len(frame):
         # Feast 0.67's `file` (dask) store drops entity rows without a snapshot in the ttl.
         raise RuntimeError(
-            f"Feast's {store.config.offline_store.type!r} offline store returned {len(result)} "
-            f"rows for {len(frame)} entity rows; rows without a feature snapshot must be kept "
-            "(use offline_store='duckdb')"
+            f"Feast's {store.config.offline_store.type!r} offline store returned "
+            f"{result.num_rows} rows for {len(frame)} entity rows; rows without a feature "
+            "snapshot must be kept (use offline_store='duckdb')"
         )
-    result = result.sort_values(_ROW, kind="stable").drop(columns=_ROW).reset_index(drop=True)
-    # The caller's own columns, as given: stores hand them back retyped (Spark: naive ns times).
-    for column in entities.columns:
-        result[column] = entities[column].reset_index(drop=True)
-    filled = fill_missing(result, infos)
-    ordered = [c for c in entities.columns] + [f.name for f in infos]
-    return result[ordered], infos, filled
+    names = list(dict.fromkeys(ref.partition(":")[2] for ref in refs))
+    result = result.select(names).take(_input_order(result[_ROW], len(frame)))
+    columns = {name: result[name] for name in names}
+    for view, odfv in on_demand.items():
+        inputs = pa.table({name: columns[name] for name in _on_demand_inputs(odfv)})
+        transformed = odfv.transform_arrow(inputs, full_feature_names=False)
+        for f in infos:
+            if f.view == view and f.name in transformed.column_names:
+                columns[f.name] = transformed[f.name]
+    return _fill_missing_table(columns, infos, len(frame))
+
+
+def _on_demand_views(store: FeatureStore, infos: Sequence[ServiceFeature]) -> dict[str, Any]:
+    """The registry's on-demand views behind `infos`, by name.
+
+    Raises:
+        ValueError: A view reads request data (columns of the entity rows), which this
+            retrieval does not hand to on-demand views.
+    """
+    registered = {v.name: v for v in store.list_on_demand_feature_views()}
+    views = {f.view: registered[f.view] for f in infos if f.view in registered}
+    for name, view in views.items():
+        if view.source_request_sources:
+            raise ValueError(
+                f"on-demand view {name!r} reads request data "
+                f"{sorted(view.source_request_sources)}; historical retrieval supports "
+                "on-demand views over feature views only"
+            )
+    return views
+
+
+def _on_demand_inputs(view: Any) -> list[str]:
+    """The source feature names an on-demand view reads, in declaration order."""
+    return list(
+        dict.fromkeys(
+            f.name for p in view.source_feature_view_projections.values() for f in p.features
+        )
+    )
+
+
+def _batch_refs(infos: Sequence[ServiceFeature], on_demand: Mapping[str, Any]) -> list[str]:
+    """`view:feature` references of the batch features and of every on-demand view's sources."""
+    refs = [f"{f.view}:{f.name}" for f in infos if f.view not in on_demand]
+    for view in on_demand.values():
+        for projection in view.source_feature_view_projections.values():
+            refs.extend(f"{projection.name_to_use()}:{f.name}" for f in projection.features)
+    return list(dict.fromkeys(refs))
+
+
+def _input_order(rows: pa.ChunkedArray, n: int) -> np.ndarray:
+    """Indices that put Feast's result back in entity row order, from the `_ROW` numbers.
+
+    Raises:
+        RuntimeError: The numbers are not each entity row exactly once.
+    """
+    numbers = rows.to_numpy()
+    order = np.full(n, -1, dtype=np.int64)
+    valid = (numbers >= 0) & (numbers < n)
+    order[numbers[valid]] = np.flatnonzero(valid)
+    if not valid.all() or (order < 0).any():
+        raise RuntimeError(
+            f"Feast returned entity rows out of {n} duplicated or renumbered; cannot restore "
+            "the input order"
+        )
+    return order
+
+
+def _fill_missing_table(
+    columns: Mapping[str, pa.ChunkedArray | pa.Array], infos: Sequence[ServiceFeature], n: int
+) -> tuple[pa.Table, list[ServiceFeature], dict[str, int]]:
+    """Replace missing values (null/NaN) by each feature's default; count them per feature.
+
+    The Arrow counterpart of `fill_missing`: a column absent from `columns` is all missing,
+    and each column comes out in its feature's dtype.
+    """
+    out: dict[str, pa.ChunkedArray | pa.Array] = {}
+    filled: dict[str, int] = {}
+    for f in infos:
+        target = pa.int64() if f.dtype == "int64" else pa.float64()
+        column = columns.get(f.name)
+        if column is None:
+            column = pa.nulls(n, target)
+        if pa.types.is_floating(column.type):
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+        filled[f.name] = column.null_count
+        if pa.types.is_floating(column.type) and target == pa.int64():
+            # Int features that come back as float where a join left nulls (Spark store).
+            column = pc.fill_null(column, float(f.default)).cast(target)
+        else:
+            column = pc.fill_null(column.cast(target), pa.scalar(f.default, target))
+        out[f.name] = column
+    return pa.table(out), list(infos), filled
 
 
 def _join_keys(store: FeatureStore, infos: Sequence[ServiceFeature]) -> list[str]:
@@ -587,23 +690,28 @@ def retrieve_historical(
         counts = pc.value_counts(ids)
         dup = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
         raise ValueError(f"{impressions}: duplicate impression_id values, e.g. {dup[0].as_py()!r}")
-    entities = table.rename_columns(
-        ["impression_id", "user_id", "item_id", TIMESTAMP_COLUMN]
-    ).to_pandas()
-    frame, infos, filled = historical_features(store, entities, features)
-    frame = frame[["impression_id", *(f.name for f in infos)]]
+    entities = (
+        table.select(["user_id", "item_id", "ts"])
+        .rename_columns(["user_id", "item_id", TIMESTAMP_COLUMN])
+        .to_pandas()
+    )
+    values, infos, filled = _point_in_time_table(store, entities, features)
+    out = values.add_column(0, "impression_id", ids)
     service = features if isinstance(features, str) else "adhoc"
-    write_features(frame, infos, out_path, service)
+    _write_feature_table(out, infos, out_path, service)
     report = RetrievalReport(
         out=str(out_path),
         service=service,
-        rows=len(frame),
+        rows=out.num_rows,
         features=[f.name for f in infos],
         filled=filled,
         seconds=round(time.perf_counter() - start, 3),
     )
     log.info(
-        "retrieved %d features for %d impressions in %.1f s", len(infos), len(frame), report.seconds
+        "retrieved %d features for %d impressions in %.1f s",
+        len(infos),
+        report.rows,
+        report.seconds,
     )
     return report
 
@@ -613,6 +721,12 @@ def write_features(
 ) -> None:
     """Write a feature frame as Parquet with the kinds, defaults and service in its metadata."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    _write_feature_table(table, infos, out_path, service)
+
+
+def _write_feature_table(
+    table: pa.Table, infos: Sequence[ServiceFeature], out_path: str, service: str
+) -> None:
     metadata = dict(table.schema.metadata or {})
     metadata[schema.FEATURE_KINDS_KEY] = json.dumps(feature_kinds(infos)).encode()
     metadata[DEFAULTS_KEY] = json.dumps(feature_defaults(infos)).encode()
