@@ -57,6 +57,7 @@ DEFAULT_SPARK_MASTER = "local[2]"
 # Feast's file store can miss the last row when the end equals it (feast-dev/feast#5228).
 MATERIALIZE_MARGIN = timedelta(seconds=1)
 _ROW = "_hm3_row"  # carries each entity row's position through Feast, which may reorder rows
+ON_DEMAND_ROWS = 1 << 20  # rows per call of an on-demand view in historical retrieval
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 
 
@@ -546,11 +547,33 @@ def _point_in_time_table(
     columns = {name: result[name] for name in names}
     for view, odfv in on_demand.items():
         inputs = pa.table({name: columns[name] for name in _on_demand_inputs(odfv)})
-        transformed = odfv.transform_arrow(inputs, full_feature_names=False)
-        for f in infos:
-            if f.view == view and f.name in transformed.column_names:
-                columns[f.name] = transformed[f.name]
+        columns |= _transform(odfv, inputs, [f for f in infos if f.view == view])
     return _fill_missing_table(columns, infos, len(frame))
+
+
+def _transform(
+    view: Any, inputs: pa.Table, outputs: Sequence[ServiceFeature]
+) -> dict[str, pa.ChunkedArray]:
+    """Run an on-demand view over its input columns, `ON_DEMAND_ROWS` rows at a time.
+
+    A python-mode view converts its inputs to Python lists: slices keep those lists (about
+    100 bytes a row) from growing with the entity table.
+    """
+    types = {f.name: _arrow_type(f) for f in outputs}
+    chunks: dict[str, list[pa.Array]] = {name: [] for name in types}
+    for start in range(0, inputs.num_rows, ON_DEMAND_ROWS):
+        part = view.transform_arrow(inputs.slice(start, ON_DEMAND_ROWS), full_feature_names=False)
+        for name, target in types.items():
+            if name in part.column_names:
+                # A slice whose outputs are all None comes back with Arrow's null type.
+                chunks[name].extend(part[name].cast(target).chunks)
+            else:
+                chunks[name].append(pa.nulls(part.num_rows, target))
+    return {name: pa.chunked_array(chunks[name], target) for name, target in types.items()}
+
+
+def _arrow_type(f: ServiceFeature) -> pa.DataType:
+    return pa.int64() if f.dtype == "int64" else pa.float64()
 
 
 def _on_demand_views(store: FeatureStore, infos: Sequence[ServiceFeature]) -> dict[str, Any]:
@@ -619,7 +642,7 @@ def _fill_missing_table(
     out: dict[str, pa.ChunkedArray | pa.Array] = {}
     filled: dict[str, int] = {}
     for f in infos:
-        target = pa.int64() if f.dtype == "int64" else pa.float64()
+        target = _arrow_type(f)
         column = columns.get(f.name)
         if column is None:
             column = pa.nulls(n, target)
@@ -686,7 +709,7 @@ def retrieve_historical(
     ids = table["impression_id"]
     if ids.null_count:
         raise ValueError(f"{impressions}: column 'impression_id' has {ids.null_count} nulls")
-    if pc.count_distinct(ids).as_py() != len(ids):
+    if len(pc.unique(ids)) != len(ids):
         counts = pc.value_counts(ids)
         dup = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
         raise ValueError(f"{impressions}: duplicate impression_id values, e.g. {dup[0].as_py()!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from feature_helpers import DAY, T0, applied_store
 
@@ -62,7 +63,10 @@ def test_ttl_boundary_is_inclusive(tmp_path, timeline):
     assert list(frame["user_ctr_7d"]) == [0.3, 0.0]
 
 
-def test_on_demand_ratio_uses_point_in_time_inputs(tmp_path, timeline):
+@pytest.mark.parametrize("slice_rows", [features.ON_DEMAND_ROWS, 1])
+def test_on_demand_ratio_uses_point_in_time_inputs(tmp_path, timeline, monkeypatch, slice_rows):
+    """Also one row per call of the view: user 2's slice is all None (Arrow's null type)."""
+    monkeypatch.setattr(features, "ON_DEMAND_ROWS", slice_rows)
     store = applied_store(tmp_path / "repo", timeline)
     t0, day = pd.Timestamp(T0), pd.Timedelta(DAY)
     rows = [(1, 1, t0 + HOUR), (1, 1, t0 + day + HOUR), (1, 1, t0 + 2 * day + HOUR)]
@@ -91,6 +95,14 @@ def test_unknown_entities_get_defaults_and_are_counted(tmp_path, timeline):
         assert frame[info.name].iloc[0] == info.default
         assert filled[info.name] == 1
         assert str(frame[info.name].dtype) == info.dtype
+
+
+def test_rows_feast_duplicates_or_renumbers_are_an_error():
+    """The row numbers that restore the input order must name each entity row exactly once."""
+    assert list(features._input_order(pa.chunked_array([[2, 0], [1]]), 3)) == [1, 2, 0]
+    for numbers in ([0, 0, 2], [0, 1, 3], [-1, 0, 1]):
+        with pytest.raises(RuntimeError, match="duplicated or renumbered"):
+            features._input_order(pa.chunked_array([numbers]), 3)
 
 
 def test_file_store_row_loss_is_an_error(tmp_path, timeline):
