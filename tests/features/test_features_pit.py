@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from feature_helpers import DAY, T0, applied_store
+from feature_helpers import DAY, T0, TIMELINE_ITEMS, applied_store, items_table, users_table
 
 from model.data import features
 
@@ -95,6 +96,25 @@ def test_unknown_entities_get_defaults_and_are_counted(tmp_path, timeline):
         assert frame[info.name].iloc[0] == info.default
         assert filled[info.name] == 1
         assert str(frame[info.name].dtype) == info.dtype
+
+
+def test_nan_in_a_source_table_is_missing(tmp_path):
+    """A NaN feature value in a source table is filled with the default and counted, like a null."""
+    data = tmp_path / "data"
+    data.mkdir()
+    nan = float("nan")
+    pq.write_table(
+        users_table([{"user_id": 1, "event_timestamp": T0, "user_ctr_7d": nan}]),
+        data / "users.parquet",
+    )
+    pq.write_table(items_table(TIMELINE_ITEMS), data / "items.parquet")
+    store = applied_store(tmp_path / "repo", data)
+    frame, infos, filled = features.historical_features(
+        store, entity_rows([(1, 1, pd.Timestamp(T0) + HOUR)])
+    )
+    assert frame["user_ctr_7d"].iloc[0] == features.feature_defaults(infos)["user_ctr_7d"]
+    assert filled["user_ctr_7d"] == 1
+    assert filled["price"] == 0
 
 
 def test_rows_feast_duplicates_or_renumbers_are_an_error():
