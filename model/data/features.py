@@ -529,9 +529,14 @@ def _point_in_time_table(
     join_keys = _join_keys(store, infos)
     validate_entity_frame(entities, join_keys)
     on_demand = _on_demand_views(store, infos)
-    frame = entities[[*join_keys, TIMESTAMP_COLUMN]].reset_index(drop=True)
-    frame[TIMESTAMP_COLUMN] = _as_utc(frame[TIMESTAMP_COLUMN])
-    frame[_ROW] = np.arange(len(frame), dtype=np.int64)
+    frame = pd.DataFrame(
+        {
+            **{key: entities[key].array for key in join_keys},
+            TIMESTAMP_COLUMN: _as_utc(entities[TIMESTAMP_COLUMN]).array,
+            _ROW: np.arange(len(entities), dtype=np.int64),
+        },
+        copy=False,  # no copy, no merge into one 2-D block: Feast converts the columns to Arrow
+    )
     refs = _batch_refs(infos, on_demand)
     job = store.get_historical_features(entity_df=frame, features=refs, full_feature_names=False)
     result = job.to_arrow()
@@ -642,19 +647,17 @@ def _fill_missing_table(
     out: dict[str, pa.ChunkedArray | pa.Array] = {}
     filled: dict[str, int] = {}
     for f in infos:
-        target = _arrow_type(f)
         column = columns.get(f.name)
-        if column is None:
-            column = pa.nulls(n, target)
-        if pa.types.is_floating(column.type):
-            column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
-        filled[f.name] = column.null_count
-        if pa.types.is_floating(column.type) and target == pa.int64():
-            # Int features that come back as float where a join left nulls (Spark store).
-            column = pc.fill_null(column, float(f.default)).cast(target)
-        else:
-            column = pc.fill_null(column.cast(target), pa.scalar(f.default, target))
-        out[f.name] = column
+        if column is None or column.type == pa.null():
+            column = pa.nulls(n, _arrow_type(f))
+        missing = pc.is_null(column, nan_is_null=True)
+        filled[f.name] = pc.sum(missing).as_py() or 0
+        if filled[f.name]:
+            # In the column's own type: Spark hands back Int features as float where a join
+            # left nulls, and those cast to int64 only once filled.
+            default = pa.scalar(f.default).cast(column.type)
+            column = pc.if_else(missing, default, column)
+        out[f.name] = column.cast(_arrow_type(f))
     return pa.table(out), list(infos), filled
 
 
