@@ -548,8 +548,10 @@ def _point_in_time_table(
             "snapshot must be kept (use offline_store='duckdb')"
         )
     names = list(dict.fromkeys(ref.partition(":")[2] for ref in refs))
-    result = result.select(names).take(_input_order(result[_ROW], len(frame)))
-    columns = {name: result[name] for name in names}
+    order = _input_order(result[_ROW], len(frame))
+    # Column by column, each made contiguous first: gathering from one array is about twice as
+    # fast as from Feast's chunks, and only one column is copied at a time.
+    columns = {name: result[name].combine_chunks().take(order) for name in names}
     for view, odfv in on_demand.items():
         inputs = pa.table({name: columns[name] for name in _on_demand_inputs(odfv)})
         columns |= _transform(odfv, inputs, [f for f in infos if f.view == view])
