@@ -58,6 +58,7 @@ DEFAULT_SPARK_MASTER = "local[2]"
 MATERIALIZE_MARGIN = timedelta(seconds=1)
 _ROW = "_hm3_row"  # carries each entity row's position through Feast, which may reorder rows
 ON_DEMAND_ROWS = 1 << 20  # rows per call of an on-demand view in historical retrieval
+ENTITY_ROWS = 2_000_000  # entity rows per Feast query in historical retrieval
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 
 
@@ -523,13 +524,33 @@ def _point_in_time_table(
     of Feast's query). The on-demand views' sources are retrieved as ordinary features, and each
     on-demand view runs afterwards through Feast's own `OnDemandFeatureView.transform_arrow` on
     a table of its inputs only: Feast's retrieval job would hand its python-mode UDF the whole
-    result, keys and timestamps included, converted to Python lists.
+    result, keys and timestamps included, converted to Python lists. Entity rows go to Feast
+    `ENTITY_ROWS` at a time (each row's values depend on that row alone), which bounds the
+    memory of Feast's query.
     """
     infos = resolve_features(store, features)
     join_keys = _join_keys(store, infos)
     validate_entity_frame(entities, join_keys)
     on_demand = _on_demand_views(store, infos)
-    frame = pd.DataFrame(
+    refs = _batch_refs(infos, on_demand)
+    tables: list[pa.Table] = []
+    filled = dict.fromkeys((f.name for f in infos), 0)
+    for start in range(0, len(entities), ENTITY_ROWS) or [0]:
+        part = entities.iloc[start : start + ENTITY_ROWS]
+        columns = _retrieve_batch(store, _feast_entity_frame(part, join_keys), refs)
+        for view, odfv in on_demand.items():
+            inputs = pa.table({name: columns[name] for name in _on_demand_inputs(odfv)})
+            columns |= _transform(odfv, inputs, [f for f in infos if f.view == view])
+        # Filled per part: a store may type a column differently from one part to the next.
+        table, _, counts = _fill_missing_table(columns, infos, len(part))
+        tables.append(table)
+        filled = {name: filled[name] + counts[name] for name in filled}
+    return pa.concat_tables(tables), infos, filled
+
+
+def _feast_entity_frame(entities: pd.DataFrame, join_keys: Sequence[str]) -> pd.DataFrame:
+    """The entity frame Feast sees: join keys, UTC `event_timestamp` and the row number."""
+    return pd.DataFrame(
         {
             **{key: entities[key].array for key in join_keys},
             TIMESTAMP_COLUMN: _as_utc(entities[TIMESTAMP_COLUMN]).array,
@@ -537,8 +558,15 @@ def _point_in_time_table(
         },
         copy=False,  # no copy, no merge into one 2-D block: Feast converts the columns to Arrow
     )
-    refs = _batch_refs(infos, on_demand)
-    job = store.get_historical_features(entity_df=frame, features=refs, full_feature_names=False)
+
+
+def _retrieve_batch(
+    store: FeatureStore, frame: pd.DataFrame, refs: Sequence[str]
+) -> dict[str, pa.Array]:
+    """Feast's point-in-time values of `refs` for `frame`'s rows, in its row order, as Arrow."""
+    job = store.get_historical_features(
+        entity_df=frame, features=list(refs), full_feature_names=False
+    )
     result = job.to_arrow()
     if result.num_rows != len(frame):
         # Feast 0.67's `file` (dask) store drops entity rows without a snapshot in the ttl.
@@ -547,15 +575,11 @@ def _point_in_time_table(
             f"{result.num_rows} rows for {len(frame)} entity rows; rows without a feature "
             "snapshot must be kept (use offline_store='duckdb')"
         )
-    names = list(dict.fromkeys(ref.partition(":")[2] for ref in refs))
     order = _input_order(result[_ROW], len(frame))
     # Column by column, each made contiguous first: gathering from one array is about twice as
     # fast as from Feast's chunks, and only one column is copied at a time.
-    columns = {name: result[name].combine_chunks().take(order) for name in names}
-    for view, odfv in on_demand.items():
-        inputs = pa.table({name: columns[name] for name in _on_demand_inputs(odfv)})
-        columns |= _transform(odfv, inputs, [f for f in infos if f.view == view])
-    return _fill_missing_table(columns, infos, len(frame))
+    names = dict.fromkeys(ref.partition(":")[2] for ref in refs)
+    return {name: result[name].combine_chunks().take(order) for name in names}
 
 
 def _transform(

@@ -25,7 +25,10 @@ def entity_rows(rows: list[tuple[int, int, pd.Timestamp]]) -> pd.DataFrame:
     )
 
 
-def test_values_before_at_and_after_the_impression(tmp_path, timeline):
+@pytest.mark.parametrize("part_rows", [features.ENTITY_ROWS, 2])
+def test_values_before_at_and_after_the_impression(tmp_path, timeline, monkeypatch, part_rows):
+    """Also with the entity rows sent to Feast two at a time (counts add up over the parts)."""
+    monkeypatch.setattr(features, "ENTITY_ROWS", part_rows)
     store = applied_store(tmp_path / "repo", timeline)
     t0, day = pd.Timestamp(T0), pd.Timedelta(DAY)
     cases = [
