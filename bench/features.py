@@ -1,16 +1,15 @@
 """Feast retrieval speed: historical (point-in-time) and online, next to plain as-of joins.
 
-Historical: features for every impression of a simulated world (default 1M impressions, 50k users
-and 10k items with 14 daily snapshots), read from Parquet, written to Parquet, with the ttl and
-defaults of feature service hm3_v1. Ours: `model.data.features.retrieve_historical` on Feast's
-DuckDB
-offline store (the default), on Feast's Spark store (local[2]; its seconds include starting the
-JVM) and on Feast's file (dask) store. Peers, same tables in the same run: one DuckDB ASOF JOIN
-query and pandas `merge_asof`. Each variant runs in a fresh process, so its peak RSS is its own
-(ru_maxrss, or the sampled RSS of the process and its children where larger: Spark's JVM is a
-child); every output is checked against ours value by value. `--repeat N` runs N rounds, each
-variant once per round in turn, and reports the median (a shared machine's load bursts then hit
-every variant alike).
+Historical: features for every impression of a simulated world (default 1M impressions; users,
+items and daily snapshots as `WorldConfig` sets them), read from Parquet, written to Parquet,
+with the ttl and defaults of feature service hm3_v1. Ours:
+`model.data.features.retrieve_historical` on Feast's DuckDB offline store (the default), on
+Feast's Spark store (local[2]; its seconds include starting the JVM) and on Feast's file (dask)
+store. Peers, same tables in the same run: one DuckDB ASOF JOIN query and pandas `merge_asof`.
+Each variant runs in a fresh process, so its peak RSS is its own (ru_maxrss, or the sampled RSS
+of the process and its children where larger: Spark's JVM is a child); every output is checked
+against ours value by value. `--repeat N` runs N rounds, each variant once per round in turn,
+and reports the median (a shared machine's load bursts then hit every variant alike).
 
 Online: p50/p99 latency of `online_features` (and of Feast's raw `get_online_features`) for 1
 and 100 entity rows, on SQLite and on a real redis-server started on loopback.
