@@ -1,7 +1,10 @@
 """On-demand feature views: computed from other features at request time, online and offline.
 
-The same Python function runs inside `get_historical_features` (training) and
-`get_online_features` (serving), so the two cannot drift.
+The same Python function runs for training and for serving, so the two cannot drift: online
+inside `get_online_features`; offline through the view's own `OnDemandFeatureView.transform_arrow`,
+which `model.data.features` calls on the point-in-time values of the view's inputs (Feast's
+retrieval job would hand the function the whole result, keys and timestamps included, as Python
+lists: most of the historical retrieval's time before).
 
 Feast 0.67 keeps neither tags nor descriptions of an on-demand view's output Fields: its registry
 reads them back bare (`OnDemandFeatureView._parse_features_from_proto`), and `==` on Fields then

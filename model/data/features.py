@@ -58,6 +58,8 @@ DEFAULT_SPARK_MASTER = "local[2]"
 # Feast's file store can miss the last row when the end equals it (feast-dev/feast#5228).
 MATERIALIZE_MARGIN = timedelta(seconds=1)
 _ROW = "_hm3_row"  # carries each entity row's position through Feast, which may reorder rows
+ON_DEMAND_ROWS = 1 << 20  # rows per call of an on-demand view in historical retrieval
+ENTITY_ROWS = 2_000_000  # entity rows per Feast query in historical retrieval
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 
 
@@ -676,30 +678,183 @@ def historical_features(
         (frame in the input row order with the input columns plus one column per feature,
         the features, filled counts per feature).
     """
+    table, infos, filled = _point_in_time_table(store, entities, features)
+    # The caller's own columns, as given: stores hand them back retyped (Spark: naive ns times).
+    frame = pd.concat([entities.reset_index(drop=True), table.to_pandas()], axis=1)
+    return frame, infos, filled
+
+
+def _point_in_time_table(
+    store: FeatureStore, entities: pd.DataFrame, features: str | Sequence[str]
+) -> tuple[pa.Table, list[ServiceFeature], dict[str, int]]:
+    """One column per feature, in the entity rows' order, defaults filled in; and the counts.
+
+    Feast sees only what its join needs: the join keys, `event_timestamp` and a row number (a
+    string pass-through column such as impression_id would ride through every join and window
+    of Feast's query). The on-demand views' sources are retrieved as ordinary features, and each
+    on-demand view runs afterwards through Feast's own `OnDemandFeatureView.transform_arrow` on
+    a table of its inputs only: Feast's retrieval job would hand its python-mode UDF the whole
+    result, keys and timestamps included, converted to Python lists. Entity rows go to Feast
+    `ENTITY_ROWS` at a time (each row's values depend on that row alone), which bounds the
+    memory of Feast's query.
+    """
     infos = resolve_features(store, features)
     join_keys = _join_keys(store, infos)
     validate_entity_frame(entities, join_keys)
-    frame = entities.copy()
-    frame[TIMESTAMP_COLUMN] = _as_utc(frame[TIMESTAMP_COLUMN])
-    frame[_ROW] = np.arange(len(frame), dtype=np.int64)
-    job = store.get_historical_features(
-        entity_df=frame, features=_feast_features(store, features), full_feature_names=False
+    on_demand = _on_demand_views(store, infos)
+    refs = _batch_refs(infos, on_demand)
+    tables: list[pa.Table] = []
+    filled = dict.fromkeys((f.name for f in infos), 0)
+    for start in range(0, len(entities), ENTITY_ROWS) or [0]:
+        part = entities.iloc[start : start + ENTITY_ROWS]
+        columns = _retrieve_batch(store, _feast_entity_frame(part, join_keys), refs)
+        for view, odfv in on_demand.items():
+            inputs = pa.table({name: columns[name] for name in _on_demand_inputs(odfv)})
+            columns |= _transform(odfv, inputs, [f for f in infos if f.view == view])
+        # Filled per part: a store may type a column differently from one part to the next.
+        table, _, counts = _fill_missing_table(columns, infos, len(part))
+        tables.append(table)
+        filled = {name: filled[name] + counts[name] for name in filled}
+    return pa.concat_tables(tables), infos, filled
+
+
+def _feast_entity_frame(entities: pd.DataFrame, join_keys: Sequence[str]) -> pd.DataFrame:
+    """The entity frame Feast sees: join keys, UTC `event_timestamp` and the row number."""
+    return pd.DataFrame(
+        {
+            **{key: entities[key].array for key in join_keys},
+            TIMESTAMP_COLUMN: _as_utc(entities[TIMESTAMP_COLUMN]).array,
+            _ROW: np.arange(len(entities), dtype=np.int64),
+        },
+        copy=False,  # no copy, no merge into one 2-D block: Feast converts the columns to Arrow
     )
-    result = job.to_df()
-    if len(result) != len(frame):
+
+
+def _retrieve_batch(
+    store: FeatureStore, frame: pd.DataFrame, refs: Sequence[str]
+) -> dict[str, pa.Array]:
+    """Feast's point-in-time values of `refs` for `frame`'s rows, in its row order, as Arrow."""
+    job = store.get_historical_features(
+        entity_df=frame, features=list(refs), full_feature_names=False
+    )
+    result = job.to_arrow()
+    if result.num_rows != len(frame):
         # Feast 0.67's `file` (dask) store drops entity rows without a snapshot in the ttl.
         raise RuntimeError(
-            f"Feast's {store.config.offline_store.type!r} offline store returned {len(result)} "
-            f"rows for {len(frame)} entity rows; rows without a feature snapshot must be kept "
-            "(use offline_store='duckdb')"
+            f"Feast's {store.config.offline_store.type!r} offline store returned "
+            f"{result.num_rows} rows for {len(frame)} entity rows; rows without a feature "
+            "snapshot must be kept (use offline_store='duckdb')"
         )
-    result = result.sort_values(_ROW, kind="stable").drop(columns=_ROW).reset_index(drop=True)
-    # The caller's own columns, as given: stores hand them back retyped (Spark: naive ns times).
-    for column in entities.columns:
-        result[column] = entities[column].reset_index(drop=True)
-    filled = fill_missing(result, infos)
-    ordered = [c for c in entities.columns] + [f.name for f in infos]
-    return result[ordered], infos, filled
+    order = _input_order(result[_ROW], len(frame))
+    # Column by column, each made contiguous first: gathering from one array is about twice as
+    # fast as from Feast's chunks, and only one column is copied at a time.
+    names = dict.fromkeys(ref.partition(":")[2] for ref in refs)
+    return {name: result[name].combine_chunks().take(order) for name in names}
+
+
+def _transform(
+    view: Any, inputs: pa.Table, outputs: Sequence[ServiceFeature]
+) -> dict[str, pa.ChunkedArray]:
+    """Run an on-demand view over its input columns, `ON_DEMAND_ROWS` rows at a time.
+
+    A python-mode view converts its inputs to Python lists: slices keep those lists (about
+    100 bytes a row) from growing with the entity table.
+    """
+    types = {f.name: _arrow_type(f) for f in outputs}
+    chunks: dict[str, list[pa.Array]] = {name: [] for name in types}
+    for start in range(0, inputs.num_rows, ON_DEMAND_ROWS):
+        part = view.transform_arrow(inputs.slice(start, ON_DEMAND_ROWS), full_feature_names=False)
+        for name, target in types.items():
+            if name in part.column_names:
+                # A slice whose outputs are all None comes back with Arrow's null type.
+                chunks[name].extend(part[name].cast(target).chunks)
+            else:
+                chunks[name].append(pa.nulls(part.num_rows, target))
+    return {name: pa.chunked_array(chunks[name], target) for name, target in types.items()}
+
+
+def _arrow_type(f: ServiceFeature) -> pa.DataType:
+    return pa.int64() if f.dtype == "int64" else pa.float64()
+
+
+def _on_demand_views(store: FeatureStore, infos: Sequence[ServiceFeature]) -> dict[str, Any]:
+    """The registry's on-demand views behind `infos`, by name.
+
+    Raises:
+        ValueError: A view reads request data (columns of the entity rows), which this
+            retrieval does not hand to on-demand views.
+    """
+    registered = {v.name: v for v in store.list_on_demand_feature_views()}
+    views = {f.view: registered[f.view] for f in infos if f.view in registered}
+    for name, view in views.items():
+        if view.source_request_sources:
+            raise ValueError(
+                f"on-demand view {name!r} reads request data "
+                f"{sorted(view.source_request_sources)}; historical retrieval supports "
+                "on-demand views over feature views only"
+            )
+    return views
+
+
+def _on_demand_inputs(view: Any) -> list[str]:
+    """The source feature names an on-demand view reads, in declaration order."""
+    return list(
+        dict.fromkeys(
+            f.name for p in view.source_feature_view_projections.values() for f in p.features
+        )
+    )
+
+
+def _batch_refs(infos: Sequence[ServiceFeature], on_demand: Mapping[str, Any]) -> list[str]:
+    """`view:feature` references of the batch features and of every on-demand view's sources."""
+    refs = [f"{f.view}:{f.name}" for f in infos if f.view not in on_demand]
+    for view in on_demand.values():
+        for projection in view.source_feature_view_projections.values():
+            refs.extend(f"{projection.name_to_use()}:{f.name}" for f in projection.features)
+    return list(dict.fromkeys(refs))
+
+
+def _input_order(rows: pa.ChunkedArray, n: int) -> np.ndarray:
+    """Indices that put Feast's result back in entity row order, from the `_ROW` numbers.
+
+    Raises:
+        RuntimeError: The numbers are not each entity row exactly once.
+    """
+    numbers = rows.to_numpy()
+    order = np.full(n, -1, dtype=np.int64)
+    valid = (numbers >= 0) & (numbers < n)
+    order[numbers[valid]] = np.flatnonzero(valid)
+    if not valid.all() or (order < 0).any():
+        raise RuntimeError(
+            f"Feast returned entity rows out of {n} duplicated or renumbered; cannot restore "
+            "the input order"
+        )
+    return order
+
+
+def _fill_missing_table(
+    columns: Mapping[str, pa.ChunkedArray | pa.Array], infos: Sequence[ServiceFeature], n: int
+) -> tuple[pa.Table, list[ServiceFeature], dict[str, int]]:
+    """Replace missing values (null/NaN) by each feature's default; count them per feature.
+
+    The Arrow counterpart of `fill_missing`: a column absent from `columns` is all missing,
+    and each column comes out in its feature's dtype.
+    """
+    out: dict[str, pa.ChunkedArray | pa.Array] = {}
+    filled: dict[str, int] = {}
+    for f in infos:
+        column = columns.get(f.name)
+        if column is None or column.type == pa.null():
+            column = pa.nulls(n, _arrow_type(f))
+        missing = pc.is_null(column, nan_is_null=True)
+        filled[f.name] = pc.sum(missing).as_py() or 0
+        if filled[f.name]:
+            # In the column's own type: Spark hands back Int features as float where a join
+            # left nulls, and those cast to int64 only once filled.
+            default = pa.scalar(f.default).cast(column.type)
+            column = pc.if_else(missing, default, column)
+        out[f.name] = column.cast(_arrow_type(f))
+    return pa.table(out), list(infos), filled
 
 
 def _join_keys(store: FeatureStore, infos: Sequence[ServiceFeature]) -> list[str]:
@@ -753,27 +908,32 @@ def retrieve_historical(
     ids = table["impression_id"]
     if ids.null_count:
         raise ValueError(f"{impressions}: column 'impression_id' has {ids.null_count} nulls")
-    if pc.count_distinct(ids).as_py() != len(ids):
+    if len(pc.unique(ids)) != len(ids):
         counts = pc.value_counts(ids)
         dup = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
         raise ValueError(f"{impressions}: duplicate impression_id values, e.g. {dup[0].as_py()!r}")
-    entities = table.rename_columns(
-        ["impression_id", "user_id", "item_id", TIMESTAMP_COLUMN]
-    ).to_pandas()
-    frame, infos, filled = historical_features(store, entities, features)
-    frame = frame[["impression_id", *(f.name for f in infos)]]
+    entities = (
+        table.select(["user_id", "item_id", "ts"])
+        .rename_columns(["user_id", "item_id", TIMESTAMP_COLUMN])
+        .to_pandas()
+    )
+    values, infos, filled = _point_in_time_table(store, entities, features)
+    out = values.add_column(0, "impression_id", ids)
     service = features if isinstance(features, str) else "adhoc"
-    write_features(frame, infos, out_path, service)
+    _write_feature_table(out, infos, out_path, service)
     report = RetrievalReport(
         out=str(out_path),
         service=service,
-        rows=len(frame),
+        rows=out.num_rows,
         features=[f.name for f in infos],
         filled=filled,
         seconds=round(time.perf_counter() - start, 3),
     )
     log.info(
-        "retrieved %d features for %d impressions in %.1f s", len(infos), len(frame), report.seconds
+        "retrieved %d features for %d impressions in %.1f s",
+        len(infos),
+        report.rows,
+        report.seconds,
     )
     return report
 
@@ -783,6 +943,12 @@ def write_features(
 ) -> None:
     """Write a feature frame as Parquet with the kinds, defaults and service in its metadata."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    _write_feature_table(table, infos, out_path, service)
+
+
+def _write_feature_table(
+    table: pa.Table, infos: Sequence[ServiceFeature], out_path: str, service: str
+) -> None:
     metadata = dict(table.schema.metadata or {})
     metadata[schema.FEATURE_KINDS_KEY] = json.dumps(feature_kinds(infos)).encode()
     metadata[DEFAULTS_KEY] = json.dumps(feature_defaults(infos)).encode()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -135,3 +137,12 @@ def test_on_demand_only_reference_needs_the_source_keys(store):
         store, frame(), ["price_to_user_spend:price_to_user_spend"]
     )
     assert list(out.columns)[-1] == "price_to_user_spend"
+
+
+def test_on_demand_view_over_request_data_is_refused():
+    """Historical retrieval hands on-demand views their source features only, not entity columns."""
+    view = SimpleNamespace(name="discounted", source_request_sources={"discount_request": None})
+    store = SimpleNamespace(list_on_demand_feature_views=lambda: [view])
+    info = features.ServiceFeature("discounted_price", "discounted", "float64", "dense", 0.0, "")
+    with pytest.raises(ValueError, match=r"'discounted' reads request data \['discount_request'\]"):
+        features._on_demand_views(store, [info])

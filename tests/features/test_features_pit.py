@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from feature_helpers import DAY, T0, applied_store
+from feature_helpers import DAY, T0, TIMELINE_ITEMS, applied_store, items_table, users_table
 
 from model.data import features
 
@@ -23,7 +25,10 @@ def entity_rows(rows: list[tuple[int, int, pd.Timestamp]]) -> pd.DataFrame:
     )
 
 
-def test_values_before_at_and_after_the_impression(tmp_path, timeline):
+@pytest.mark.parametrize("part_rows", [features.ENTITY_ROWS, 2])
+def test_values_before_at_and_after_the_impression(tmp_path, timeline, monkeypatch, part_rows):
+    """Also with the entity rows sent to Feast two at a time (counts add up over the parts)."""
+    monkeypatch.setattr(features, "ENTITY_ROWS", part_rows)
     store = applied_store(tmp_path / "repo", timeline)
     t0, day = pd.Timestamp(T0), pd.Timedelta(DAY)
     cases = [
@@ -62,7 +67,10 @@ def test_ttl_boundary_is_inclusive(tmp_path, timeline):
     assert list(frame["user_ctr_7d"]) == [0.3, 0.0]
 
 
-def test_on_demand_ratio_uses_point_in_time_inputs(tmp_path, timeline):
+@pytest.mark.parametrize("slice_rows", [features.ON_DEMAND_ROWS, 1])
+def test_on_demand_ratio_uses_point_in_time_inputs(tmp_path, timeline, monkeypatch, slice_rows):
+    """Also one row per call of the view: user 2's slice is all None (Arrow's null type)."""
+    monkeypatch.setattr(features, "ON_DEMAND_ROWS", slice_rows)
     store = applied_store(tmp_path / "repo", timeline)
     t0, day = pd.Timestamp(T0), pd.Timedelta(DAY)
     rows = [(1, 1, t0 + HOUR), (1, 1, t0 + day + HOUR), (1, 1, t0 + 2 * day + HOUR)]
@@ -91,6 +99,33 @@ def test_unknown_entities_get_defaults_and_are_counted(tmp_path, timeline):
         assert frame[info.name].iloc[0] == info.default
         assert filled[info.name] == 1
         assert str(frame[info.name].dtype) == info.dtype
+
+
+def test_nan_in_a_source_table_is_missing(tmp_path):
+    """A NaN feature value in a source table is filled with the default and counted, like a null."""
+    data = tmp_path / "data"
+    data.mkdir()
+    nan = float("nan")
+    pq.write_table(
+        users_table([{"user_id": 1, "event_timestamp": T0, "user_ctr_7d": nan}]),
+        data / "users.parquet",
+    )
+    pq.write_table(items_table(TIMELINE_ITEMS), data / "items.parquet")
+    store = applied_store(tmp_path / "repo", data)
+    frame, infos, filled = features.historical_features(
+        store, entity_rows([(1, 1, pd.Timestamp(T0) + HOUR)])
+    )
+    assert frame["user_ctr_7d"].iloc[0] == features.feature_defaults(infos)["user_ctr_7d"]
+    assert filled["user_ctr_7d"] == 1
+    assert filled["price"] == 0
+
+
+def test_rows_feast_duplicates_or_renumbers_are_an_error():
+    """The row numbers that restore the input order must name each entity row exactly once."""
+    assert list(features._input_order(pa.chunked_array([[2, 0], [1]]), 3)) == [1, 2, 0]
+    for numbers in ([0, 0, 2], [0, 1, 3], [-1, 0, 1]):
+        with pytest.raises(RuntimeError, match="duplicated or renumbered"):
+            features._input_order(pa.chunked_array([numbers]), 3)
 
 
 def test_file_store_row_loss_is_an_error(tmp_path, timeline):
