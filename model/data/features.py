@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ SERVICE_KEY = b"hm3.feature_service"
 ONLINE_STORES = ("sqlite", "redis")
 OFFLINE_STORES = ("file", "duckdb", "spark")
 DEFAULT_SPARK_MASTER = "local[2]"
+SPARK_STAGING = "spark_staging"  # Spark's retrieval results, in the run's repo folder
 # Feast's file store can miss the last row when the end equals it (feast-dev/feast#5228).
 MATERIALIZE_MARGIN = timedelta(seconds=1)
 _ROW = "_hm3_row"  # carries each entity row's position through Feast, which may reorder rows
@@ -200,13 +202,20 @@ def write_repo_config(cfg: StoreConfig) -> Path:
 def _offline_yaml(cfg: StoreConfig) -> str:
     if cfg.offline_store != "spark":
         return f"    type: {cfg.offline_store}\n"
+    local = cfg.spark_master.startswith("local")
+    # A staging folder makes the retrieval job write its result as Parquet from Spark, which
+    # `_retrieve_batch` reads with pyarrow; without one, Feast collects the result through the
+    # driver into pandas, row by row. Local mode only: a cluster's executors cannot write to
+    # this pod's disk (a team's own store names gs:// there).
+    staging = (
+        f"    staging_location: {Path(cfg.repo_dir).absolute() / SPARK_STAGING}\n" if local else ""
+    )
     # Settings for the session Feast starts when none is active. UTC: Feast's point-in-time
     # comparisons run in the session time zone. Few shuffle partitions and a 4 GB driver in
     # local mode: the default 200 partitions are sized for a cluster (each is a task of fixed
     # overhead), and with the default 1 GB heap 1M entity rows left the JVM collecting garbage
     # for minutes. No Arrow transfer: with it, 1M entity rows hung here (driver and Python each
     # waiting on the other for 3 minutes, 2026-12-01).
-    local = cfg.spark_master.startswith("local")
     lines = [
         ("spark.master", cfg.spark_master),
         ("spark.sql.session.timeZone", "UTC"),
@@ -215,7 +224,7 @@ def _offline_yaml(cfg: StoreConfig) -> str:
         *((("spark.driver.memory", "4g"),) if local else ()),
     ]
     conf = "".join(f'        {key}: "{value}"\n' for key, value in lines)
-    return f"    type: spark\n    spark_conf:\n{conf}"
+    return f"    type: spark\n{staging}    spark_conf:\n{conf}"
 
 
 def _is_spark(store: FeatureStore) -> bool:
@@ -734,10 +743,13 @@ def _retrieve_batch(
     store: FeatureStore, frame: pd.DataFrame, refs: Sequence[str]
 ) -> dict[str, pa.Array]:
     """Feast's point-in-time values of `refs` for `frame`'s rows, in its row order, as Arrow."""
-    job = store.get_historical_features(
-        entity_df=frame, features=list(refs), full_feature_names=False
-    )
-    result = job.to_arrow()
+    if _is_spark(store):
+        result = _retrieve_spark(store, frame, refs)
+    else:
+        job = store.get_historical_features(
+            entity_df=frame, features=list(refs), full_feature_names=False
+        )
+        result = job.to_arrow()
     if result.num_rows != len(frame):
         # Feast 0.67's `file` (dask) store drops entity rows without a snapshot in the ttl.
         raise RuntimeError(
@@ -750,6 +762,42 @@ def _retrieve_batch(
     # fast as from Feast's chunks, and only one column is copied at a time.
     names = dict.fromkeys(ref.partition(":")[2] for ref in refs)
     return {name: result[name].combine_chunks().take(order) for name in names}
+
+
+def _retrieve_spark(store: FeatureStore, frame: pd.DataFrame, refs: Sequence[str]) -> pa.Table:
+    """Feast's Spark store, with the entity rows and the result kept out of the driver.
+
+    Handed a pandas frame, Feast's Spark store turns every entity row into a Python object for
+    `createDataFrame`, and `to_arrow` collects the result through the driver into pandas; at 1M
+    rows the two sides stalled for minutes (2026-12-01). Instead the entity rows go to Spark as a
+    Parquet file it reads itself (a SQL entity_df: Feast's public API), and, when the store has
+    a staging location, the result comes back as the Parquet files Spark writes there.
+    """
+    with tempfile.TemporaryDirectory(prefix="hm3-entities-") as tmp:
+        entities = pa.Table.from_pandas(frame, preserve_index=False)
+        # Spark reads microsecond timestamps only.
+        entities = entities.set_column(
+            entities.schema.get_field_index(TIMESTAMP_COLUMN),
+            TIMESTAMP_COLUMN,
+            entities[TIMESTAMP_COLUMN].cast(pa.timestamp("us", tz="UTC")),
+        )
+        path = Path(tmp, "entities.parquet")
+        pq.write_table(entities, path)
+        job = store.get_historical_features(
+            entity_df=f"SELECT * FROM parquet.`{path}`",
+            features=list(refs),
+            full_feature_names=False,
+        )
+        if not getattr(store.config.offline_store, "staging_location", None):
+            return job.to_arrow()
+        files = [f for f in job.to_remote_storage() if f.endswith(".parquet")]
+    if not files:
+        raise RuntimeError(f"Feast's Spark store wrote no Parquet result for {len(frame)} rows")
+    try:
+        return pq.read_table(files)  # local paths, or gs:// where a team's store stages
+    finally:
+        if files[0].startswith("/"):  # Feast leaves the staged result behind
+            shutil.rmtree(Path(files[0]).parent, ignore_errors=True)
 
 
 def _transform(

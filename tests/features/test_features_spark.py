@@ -47,6 +47,10 @@ def test_spark_store_equals_duckdb_value_for_value(spark, tmp_path, timeline):
     assert got_filled == want_filled
     assert want_filled["user_ctr_7d"] >= 3 and want_filled["price_to_user_spend"] >= 1
     assert "price_to_user_spend" in got.columns  # the on-demand view ran on Spark's rows
+    # The result came back as Parquet that Spark staged in the repo, and was removed after.
+    staging = tmp_path / "spark" / features.SPARK_STAGING
+    assert on_spark.config.offline_store.staging_location == str(staging)
+    assert staging.is_dir() and not list(staging.iterdir())
 
     # Materialized through Spark, the online store serves what DuckDB's materialization serves.
     features.materialize(duck)
