@@ -377,10 +377,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=300_000)
-    parser.add_argument("--batch-size", type=int, default=2048)
-    parser.add_argument("--dim", type=int, default=16)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 128, 64])
+    parser.add_argument(
+        "--rows", type=int, default=300_000, help="Impressions of the simulated world (300000)."
+    )
+    parser.add_argument("--batch-size", type=int, default=2048, help="Rows per step (2048).")
+    parser.add_argument(
+        "--dim", type=int, default=16, help="Embedding dim of every feature, all models (16)."
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=[256, 128, 64],
+        help="Hidden sizes of every tower, all models (256 128 64); each tower ends in 1 logit.",
+    )
     parser.add_argument("--steps", type=int, default=100, help="Timed steps after 5 warm-up steps.")
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads for every model (this CPU has 2)."
