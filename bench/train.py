@@ -19,8 +19,9 @@ in its own process (so peak RSS is its own):
    read from the model's own layers; `bench/flops.py`), the FLOP/s that its step achieves with
    them, and that as a share of this machine's GEMM peak: the best `torch.mm` rate on the
    towers' own training GEMMs (forward, input and weight gradient of every layer shape), measured
-   in every round of the same run with the same threads (fp32; on a GPU with --bf16, ours is held
-   against the bf16 peak).
+   with the same threads in the same process right after the timed steps, so that a shared
+   machine's other load weighs on both alike (fp32; on a GPU with --bf16, ours is held against
+   the bf16 peak).
 2. **End to end.** Each model trains one epoch through its library's own path on the same
    training rows (the time split's train part of one table: the same 10 sparse columns, labels,
    ts): torch-rechub via `DataGenerator(x, y).generate_dataloader(...)` (per-row `TorchDataset`
@@ -130,7 +131,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from flops import flops_per_sample, gemm_shapes  # bench/flops.py, beside this script
+    from flops import flops_per_sample, gemm_shapes, measure_peak  # bench/flops.py
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -226,16 +227,29 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     _sync(device)
     seconds = time.perf_counter() - started
     timed = min(args.steps, len(batches) - warm)
+    samples_per_s = timed * args.batch_size / seconds
     shapes = gemm_shapes(net)
+    # The GEMM peak right here, right after the timed steps, so that the machine's other load
+    # (this CPU is shared) is as alike as it gets for the step and its yardstick.
+    bf16 = args.bf16 and device.type == "cuda" and name.startswith("ours-")
+    peak = measure_peak(
+        sorted(shapes), args.batch_size, device, torch.bfloat16 if bf16 else torch.float32
+    )
+    achieved = flops_per_sample(shapes) * samples_per_s
     return {
         "model": name,
-        "samples_per_s": timed * args.batch_size / seconds,
+        "samples_per_s": samples_per_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": _peak_gpu_mb(device),
         "params": sum(p.numel() for p in net.parameters()),
         "final_loss": float(torch.stack(losses[-10:]).mean()),
         "gemm_shapes": [[*shape, count] for shape, count in shapes.items()],
         "flops_per_sample": flops_per_sample(shapes),
+        "achieved_flops": achieved,
+        "peak_dtype": "bf16" if bf16 else "fp32",
+        "peak_flops": peak["peak"],
+        "peak_share": achieved / peak["peak"],
+        "gemm_flops": {k: v for k, v in peak.items() if k != "peak"},
     }
 
 
@@ -422,7 +436,6 @@ def main() -> None:
     )
     parser.add_argument("--one", choices=MODELS, help=argparse.SUPPRESS)
     parser.add_argument("--e2e", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--peak", default=None, help=argparse.SUPPRESS)  # JSON [[in, out], ...]
     parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--table", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -430,9 +443,6 @@ def main() -> None:
     if args.one:
         result = run_e2e(args.one, args) if args.e2e else run_one(args.one, args)
         print(json.dumps(result))
-        return
-    if args.peak:
-        print(json.dumps(run_peak([tuple(s) for s in json.loads(args.peak)], args)))
         return
     data = args.work_dir / f"data-{args.rows}.npz"
     table = data.with_name(f"table-{args.rows}.parquet")
@@ -451,31 +461,13 @@ def main() -> None:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         return json.loads(out.strip().splitlines()[-1])
 
-    peaks: list[dict] = []
-
-    def measure(e2e: bool) -> list[dict]:
-        """Every model `--repeats` times, interleaved, so slow phases of the machine hit all.
-
-        Model step: each round ends with the GEMM peak at the round's tower shapes, and each
-        model's achieved tower FLOP/s is held against that round's peak.
-        """
+    def measure(e2e: bool) -> tuple[list[dict], dict[str, list[dict]]]:
+        """Every model `--repeats` times, interleaved, so slow phases of the machine hit all."""
         runs: dict[str, list[dict]] = {name: [] for name in MODELS}
         for _ in range(args.repeats):
             for name in MODELS:
                 runs[name].append(child("--one", name, *(["--e2e"] if e2e else [])))
-            if e2e:
-                continue
-            shapes = sorted(
-                {(i, o) for reps in runs.values() for i, o, _ in reps[-1]["gemm_shapes"]}
-            )
-            peaks.append(child("--peak", json.dumps(shapes)))
-            for name, reps in runs.items():
-                r = reps[-1]
-                dtype = "bf16" if bf16 and name.startswith("ours-") else "fp32"
-                r["peak_dtype"], r["peak_flops"] = dtype, peaks[-1][dtype]["peak"]
-                r["achieved_flops"] = r["flops_per_sample"] * r["samples_per_s"]
-                r["peak_share"] = r["achieved_flops"] / r["peak_flops"]
-        return _summarize(runs)
+        return _summarize(runs), runs
 
     precision = " (bf16 autocast for ours)" if bf16 else ""
     setting = (
@@ -486,7 +478,7 @@ def main() -> None:
         "torch-rechub)"
     )
     gpu = {"peak GPU (MB)": lambda r: f"{r['peak_gpu_mb']:,.0f}"} if args.device != "cpu" else {}
-    results = measure(e2e=False)
+    results, step_runs = measure(e2e=False)
     print(f"\nModel step: {args.rows:,} rows, {args.steps} timed steps, {setting}\n")
     _print_table(
         results,
@@ -495,6 +487,7 @@ def main() -> None:
             "loss (last 10 steps)": lambda r: f"{r['final_loss']:.4f}",
             "tower MFLOP/sample": lambda r: f"{r['flops_per_sample'] / 1e6:.2f}",
             "tower GFLOP/s": lambda r: f"{r['achieved_flops'] / 1e9:.0f}",
+            "GEMM peak GFLOP/s": lambda r: f"{r['peak_flops'] / 1e9:.0f}",
             "% of GEMM peak": lambda r: (
                 f"{r['peak_share']:.0%} [{r['peak_share_range'][0]:.0%}-"
                 f"{r['peak_share_range'][1]:.0%}] ({r['peak_dtype']})"
@@ -502,11 +495,11 @@ def main() -> None:
             **gpu,
         },
     )
-    print(f"\n{_peak_line(peaks)}")
+    print(f"\n{_peak_line(step_runs)}")
     print(f"\nTargets (model step): {_targets(results, 'step')}")
-    report = {"model_step": results, "gemm_peaks": peaks}
+    report = {"model_step": results, "model_step_runs": step_runs}
     if not args.skip_e2e:
-        e2e = measure(e2e=True)
+        e2e, _ = measure(e2e=True)
         print(
             f"\nEnd to end, one epoch through each library's own training path: "
             f"{e2e[0]['rows']:,} training rows (first {SPLIT[0]:.0%} by ts), {setting}\n"
@@ -531,33 +524,22 @@ def main() -> None:
         args.json.write_text(json.dumps(report, indent=2))
 
 
-def run_peak(shapes: list[tuple[int, int]], args: argparse.Namespace) -> dict:
-    """The GEMM peak at the towers' shapes: fp32, and bf16 too for a --bf16 GPU run."""
-    import torch
-    from flops import measure_peak  # bench/flops.py, beside this script
-
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    peaks = {"fp32": measure_peak(shapes, args.batch_size, device, torch.float32)}
-    if args.bf16 and device.type == "cuda":
-        peaks["bf16"] = measure_peak(shapes, args.batch_size, device, torch.bfloat16)
-    return peaks
-
-
-def _peak_line(peaks: list[dict]) -> str:
-    """The measured GEMM peak(s): median over rounds, range, and the GEMM that reached it."""
+def _peak_line(runs: dict[str, list[dict]]) -> str:
+    """The GEMM peak measured after each model-step run: median, range and the GEMM reaching it."""
     import numpy as np
 
     lines = []
-    for dtype in peaks[0]:
-        values = [p[dtype]["peak"] for p in peaks]
-        best = max(peaks[-1][dtype].items(), key=lambda kv: kv[1] if kv[0] != "peak" else -1)[0]
-        slowest = min(peaks[-1][dtype].items(), key=lambda kv: kv[1])
+    every = [r for reps in runs.values() for r in reps]
+    for dtype in sorted({r["peak_dtype"] for r in every}):
+        mine = [r for r in every if r["peak_dtype"] == dtype]
+        values = [r["peak_flops"] for r in mine]
+        best = max(mine, key=lambda r: r["peak_flops"])["gemm_flops"]
         lines.append(
-            f"{dtype} GEMM peak (torch.mm on the towers' training GEMMs, same threads, measured "
-            f"after each round): {np.median(values) / 1e9:,.0f} GFLOP/s "
-            f"[{min(values) / 1e9:,.0f}-{max(values) / 1e9:,.0f}], reached by {best}; "
-            f"slowest GEMM {slowest[0]} at {slowest[1] / 1e9:,.1f} GFLOP/s (last round)"
+            f"{dtype} GEMM peak (best torch.mm rate on the towers' training GEMMs, same threads, "
+            f"measured in each model-step process right after its timed steps): "
+            f"median {np.median(values) / 1e9:,.0f} GFLOP/s [{min(values) / 1e9:,.0f}-"
+            f"{max(values) / 1e9:,.0f}] over {len(values)} runs; the best run's was "
+            f"{max(best, key=best.get)}"
         )
     return "\n".join(lines)
 
@@ -604,6 +586,7 @@ def _summarize(runs: dict[str, list[dict]]) -> list[dict]:
             row["peak_share"] = float(np.median(shares))
             row["peak_share_range"] = (min(shares), max(shares))
             row["achieved_flops"] = float(np.median([r["achieved_flops"] for r in reps]))
+            row["peak_flops"] = float(np.median([r["peak_flops"] for r in reps]))
         rows.append(row)
     return rows
 
