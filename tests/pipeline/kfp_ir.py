@@ -8,8 +8,10 @@ executor config in it (again a Struct) into kfp-kubernetes' `KubernetesExecutorC
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import yaml
 from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
@@ -43,3 +45,18 @@ def parse_ir_strictly(
                 ignore_unknown_fields=False,
             )
     return spec
+
+
+def compile_with_cli(folder: Path, *flags: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`hm3 compile --out FOLDER/hm3.yaml FLAGS`; its (pipeline, platform) documents, parsed
+    strictly."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    out = folder / "hm3.yaml"
+    result = CliRunner().invoke(app, ["compile", "--out", str(out), *flags])
+    assert result.exit_code == 0, result.output
+    pipeline, platform = yaml.safe_load_all(out.read_text())
+    parse_ir_strictly(pipeline, platform)
+    return pipeline, platform

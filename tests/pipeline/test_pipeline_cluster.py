@@ -5,25 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2
-from kfp_ir import parse_ir_strictly
+from kfp_ir import compile_with_cli
 from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.cluster import GCS_KEY_FILE, GCS_SECRET_MOUNT, ClusterSettings, Toleration
 
 TRAIN_EXECUTORS = {"exec-train-model"}
-
-
-def _compile(tmp_path: Path, *flags: str) -> tuple[dict, dict]:
-    out = tmp_path / "hm3.yaml"
-    result = CliRunner().invoke(app, ["compile", "--out", str(out), *flags])
-    assert result.exit_code == 0, result.output
-    pipeline, platform = yaml.safe_load_all(out.read_text())
-    parse_ir_strictly(pipeline, platform)
-    return pipeline, platform
 
 
 def _executors(
@@ -42,7 +32,7 @@ def _executors(
 def test_gpu_steps_tolerate_the_gpu_taint_and_every_step_gets_labels_and_the_gcs_key(
     tmp_path: Path,
 ) -> None:
-    pipeline, platform = _compile(
+    pipeline, platform = compile_with_cli(
         tmp_path,
         "--use-gpu",
         "--gpu-node-selector",
@@ -80,7 +70,7 @@ def test_gpu_steps_tolerate_the_gpu_taint_and_every_step_gets_labels_and_the_gcs
 
 def test_defaults_label_every_step_and_mount_no_key(tmp_path: Path) -> None:
     """Workload Identity is the default: no secret, no key path in any container."""
-    pipeline, platform = _compile(tmp_path, "--use-gpu")
+    pipeline, platform = compile_with_cli(tmp_path, "--use-gpu")
     for name, config in _executors(platform).items():
         assert dict(config.pod_metadata.labels) == {"app.kubernetes.io/part-of": "hm3"}, name
         assert not config.secret_as_volume, name
@@ -90,7 +80,7 @@ def test_defaults_label_every_step_and_mount_no_key(tmp_path: Path) -> None:
 
 
 def test_a_given_toleration_replaces_the_default_one(tmp_path: Path) -> None:
-    _, platform = _compile(
+    _, platform = compile_with_cli(
         tmp_path,
         "--use-gpu",
         "--gpu-toleration",

@@ -5,25 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2
-from kfp_ir import parse_ir_strictly
+from kfp_ir import compile_with_cli
 from typer.testing import CliRunner
 
 from components.trainjob import TrainJobSettings
 from pipelines.cli import app
 
 TRAIN_IMAGE = "registry.example.com/hm3-train:multinode"
-
-
-def _compile(tmp_path: Path, *flags: str) -> tuple[dict, dict]:
-    out = tmp_path / "hm3.yaml"
-    result = CliRunner().invoke(app, ["compile", "--out", str(out), *flags])
-    assert result.exit_code == 0, result.output
-    pipeline, platform = yaml.safe_load_all(out.read_text())
-    parse_ir_strictly(pipeline, platform)
-    return pipeline, platform
 
 
 def _train_task(pipeline: dict) -> dict:
@@ -46,7 +36,7 @@ def test_two_nodes_of_four_gpus_reach_the_train_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HM3_TRAIN_IMAGE", TRAIN_IMAGE)
-    pipeline, platform = _compile(
+    pipeline, platform = compile_with_cli(
         tmp_path,
         "--use-gpu",
         "--nodes",
@@ -90,7 +80,7 @@ def test_two_nodes_of_four_gpus_reach_the_train_step(
 
 
 def test_one_node_trains_in_the_step_pod_as_before(tmp_path: Path) -> None:
-    pipeline, platform = _compile(tmp_path, "--use-gpu", "--gpus", "2")
+    pipeline, platform = compile_with_cli(tmp_path, "--use-gpu", "--gpus", "2")
     inputs = _train_task(pipeline)["inputs"]["parameters"]
     assert "nodes" not in inputs and "trainjob_json" not in inputs  # defaults: 1 and ""
     container = pipeline["deploymentSpec"]["executors"]["exec-train-model"]["container"]
