@@ -6,7 +6,7 @@ string output `decision` ("deploy" or "hold"), for a pipeline condition::
 
     evaluation = evaluate_model(models=dsl.Collected(trained.outputs["model"]), ...)
     with dsl.If(evaluation.outputs["decision"] == "deploy"):
-        deploy_model(model=hm3.outputs["model"], ...)
+        deploy_model(model=evaluation.outputs["candidate"], ...)
 
 A string is compared rather than a bool because kfp.local's condition evaluator is known to
 mis-evaluate some conditions silently (kubeflow/pipelines PR #13313); string equality is the

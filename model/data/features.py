@@ -774,15 +774,11 @@ def _retrieve_spark(store: FeatureStore, frame: pd.DataFrame, refs: Sequence[str
     a staging location, the result comes back as the Parquet files Spark writes there.
     """
     with tempfile.TemporaryDirectory(prefix="hm3-entities-") as tmp:
-        entities = pa.Table.from_pandas(frame, preserve_index=False)
-        # Spark reads microsecond timestamps only.
-        entities = entities.set_column(
-            entities.schema.get_field_index(TIMESTAMP_COLUMN),
-            TIMESTAMP_COLUMN,
-            entities[TIMESTAMP_COLUMN].cast(pa.timestamp("us", tz="UTC")),
-        )
         path = Path(tmp, "entities.parquet")
-        pq.write_table(entities, path)
+        # Spark reads microsecond timestamps only (a sub-microsecond time raises, as a cast would).
+        pq.write_table(
+            pa.Table.from_pandas(frame, preserve_index=False), path, coerce_timestamps="us"
+        )
         job = store.get_historical_features(
             entity_df=f"SELECT * FROM parquet.`{path}`",
             features=list(refs),
