@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -37,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from model import storage
+from model.arrow_memory import keeping_freed_pages
 from model.data import schema
 
 if TYPE_CHECKING:
@@ -666,6 +668,7 @@ def validate_entity_frame(entities: pd.DataFrame, join_keys: Sequence[str]) -> N
             )
 
 
+@keeping_freed_pages()
 def historical_features(
     store: FeatureStore,
     entities: pd.DataFrame,
@@ -716,15 +719,26 @@ def _point_in_time_table(
     filled = dict.fromkeys((f.name for f in infos), 0)
     for start in range(0, len(entities), ENTITY_ROWS) or [0]:
         part = entities.iloc[start : start + ENTITY_ROWS]
-        columns = _retrieve_batch(store, _feast_entity_frame(part, join_keys), refs)
+        columns, order = _retrieve_batch(store, _feast_entity_frame(part, join_keys), refs)
+        # Every step up to the reorder works row by row, so it runs in Feast's row order; the
+        # one reorder then gathers columns without nulls (about 3x faster than with them).
         for view, odfv in on_demand.items():
             inputs = pa.table({name: columns[name] for name in _on_demand_inputs(odfv)})
             columns |= _transform(odfv, inputs, [f for f in infos if f.view == view])
         # Filled per part: a store may type a column differently from one part to the next.
         table, _, counts = _fill_missing_table(columns, infos, len(part))
-        tables.append(table)
+        tables.append(_reordered(table, order))
         filled = {name: filled[name] + counts[name] for name in filled}
     return pa.concat_tables(tables), infos, filled
+
+
+def _reordered(table: pa.Table, order: np.ndarray) -> pa.Table:
+    """`table.take(order)`, column by column.
+
+    Each column is made contiguous first: several times faster than a take over Feast's many
+    small chunks, and only one column is copied at a time.
+    """
+    return pa.table({name: table[name].combine_chunks().take(order) for name in table.column_names})
 
 
 def _feast_entity_frame(entities: pd.DataFrame, join_keys: Sequence[str]) -> pd.DataFrame:
@@ -741,8 +755,12 @@ def _feast_entity_frame(entities: pd.DataFrame, join_keys: Sequence[str]) -> pd.
 
 def _retrieve_batch(
     store: FeatureStore, frame: pd.DataFrame, refs: Sequence[str]
-) -> dict[str, pa.Array]:
-    """Feast's point-in-time values of `refs` for `frame`'s rows, in its row order, as Arrow."""
+) -> tuple[dict[str, pa.Array], np.ndarray]:
+    """Feast's point-in-time values of `refs` for `frame`'s rows, as Arrow, in Feast's row order.
+
+    Returns:
+        (the values by feature name, the indices that put them in `frame`'s row order).
+    """
     if _is_spark(store):
         result = _retrieve_spark(store, frame, refs)
     else:
@@ -758,10 +776,8 @@ def _retrieve_batch(
             "snapshot must be kept (use offline_store='duckdb')"
         )
     order = _input_order(result[_ROW], len(frame))
-    # Column by column, each made contiguous first: gathering from one array is about twice as
-    # fast as from Feast's chunks, and only one column is copied at a time.
     names = dict.fromkeys(ref.partition(":")[2] for ref in refs)
-    return {name: result[name].combine_chunks().take(order) for name in names}
+    return {name: result[name] for name in names}, order
 
 
 def _retrieve_spark(store: FeatureStore, frame: pd.DataFrame, refs: Sequence[str]) -> pa.Table:
@@ -802,12 +818,22 @@ def _transform(
     """Run an on-demand view over its input columns, `ON_DEMAND_ROWS` rows at a time.
 
     A python-mode view converts its inputs to Python lists: slices keep those lists (about
-    100 bytes a row) from growing with the entity table.
+    100 bytes a row) from growing with the entity table. A python-mode view tagged
+    `COLUMNAR_UDF_TAG` gets numpy float arrays instead (NaN for missing), which its UDF declares
+    it takes: no lists, about 4x faster.
     """
+    from feature_repo.on_demand import COLUMNAR_UDF_TAG
+
+    columnar = view.mode == "python" and view.tags.get(COLUMNAR_UDF_TAG) == "true"
     types = {f.name: _arrow_type(f) for f in outputs}
     chunks: dict[str, list[pa.Array]] = {name: [] for name in types}
     for start in range(0, inputs.num_rows, ON_DEMAND_ROWS):
-        part = view.transform_arrow(inputs.slice(start, ON_DEMAND_ROWS), full_feature_names=False)
+        rows = inputs.slice(start, ON_DEMAND_ROWS)
+        if columnar:
+            arrays = {name: rows[name].cast(pa.float64()).to_numpy() for name in rows.column_names}
+            part = pa.Table.from_pydict(view.feature_transformation.udf(arrays))
+        else:
+            part = view.transform_arrow(rows, full_feature_names=False)
         for name, target in types.items():
             if name in part.column_names:
                 # A slice whose outputs are all None comes back with Arrow's null type.
@@ -923,6 +949,7 @@ def _as_utc(ts: pd.Series) -> pd.Series:
     return ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
 
 
+@keeping_freed_pages()
 def retrieve_historical(
     store: FeatureStore,
     impressions: str,
@@ -952,10 +979,9 @@ def retrieve_historical(
     ids = table["impression_id"]
     if ids.null_count:
         raise ValueError(f"{impressions}: column 'impression_id' has {ids.null_count} nulls")
-    if len(pc.unique(ids)) != len(ids):
-        counts = pc.value_counts(ids)
-        dup = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
-        raise ValueError(f"{impressions}: duplicate impression_id values, e.g. {dup[0].as_py()!r}")
+    duplicate = _a_duplicate(ids)
+    if duplicate is not None:
+        raise ValueError(f"{impressions}: duplicate impression_id values, e.g. {duplicate!r}")
     entities = (
         table.select(["user_id", "item_id", "ts"])
         .rename_columns(["user_id", "item_id", TIMESTAMP_COLUMN])
@@ -980,6 +1006,17 @@ def retrieve_historical(
         report.seconds,
     )
     return report
+
+
+def _a_duplicate(values: pa.ChunkedArray) -> Any:
+    """One value that occurs more than once, or None.
+
+    DuckDB's parallel GROUP BY: about 4x faster than `pc.unique` on 10M string ids.
+    """
+    with duckdb.connect() as con:
+        con.register("ids", pa.table({"v": values}))
+        row = con.execute("SELECT v FROM ids GROUP BY v HAVING count(*) > 1 LIMIT 1").fetchone()
+    return None if row is None else row[0]
 
 
 def write_features(

@@ -134,3 +134,27 @@ def test_file_store_row_loss_is_an_error(tmp_path, timeline):
     rows = entity_rows([(1, 1, pd.Timestamp(T0) + HOUR), (1, 1, pd.Timestamp(T0) - HOUR)])
     with pytest.raises(RuntimeError, match="returned 1 rows for 2 entity rows"):
         features.historical_features(store, rows)
+
+
+def test_many_rows_come_back_in_input_order(tmp_path, timeline):
+    """Feast's query returns rows in its own order; each row's values must land on that row.
+
+    300,000 rows at shuffled times (DuckDB keeps a small input in order and splits a large one
+    among its threads): user 1's user_ctr_7d tells the days apart (0.1, 0.2, 0.3), so a value
+    restored to the wrong row shows.
+    """
+    import numpy as np
+
+    store = applied_store(tmp_path / "repo", timeline)
+    hours = np.random.default_rng(0).permutation(300_000) % 66  # days 0-2, shuffled
+    ones = pd.Series(np.ones(len(hours), dtype=np.int64))
+    entities = pd.DataFrame(
+        {
+            "user_id": ones,
+            "item_id": ones,
+            "event_timestamp": pd.Timestamp(T0) + pd.to_timedelta(hours, unit="h"),
+        }
+    )
+    frame, _, _ = features.historical_features(store, entities)
+    want = np.select([hours < 24, hours < 48], [0.1, 0.2], 0.3)
+    assert frame["user_ctr_7d"].to_numpy() == pytest.approx(want)

@@ -61,7 +61,7 @@ def feast_completed(
         for name, default in defaults.items():
             if name in out:
                 continue
-            if values[name] is None:
+            if values[name] is None or pd.isna(values[name]):
                 out[name] = default
                 filled.append(name)
             else:
