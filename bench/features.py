@@ -350,6 +350,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    from model.arrow_memory import prefer_jemalloc
+
+    prefer_jemalloc()  # as the hm3 CLI and the images do; the spawned variants all inherit it
     from model.world.mechanism import WorldConfig
     from model.world.simulator import simulate
 

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from model.arrow_memory import prefer_jemalloc
 from pipelines.cli import evaluate, features, labels, run, serve, train, world
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.add_typer(features.app, name="features")
 def _setup(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
+    prefer_jemalloc()  # before any Arrow allocation; kfp.local's steps inherit it
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
