@@ -40,7 +40,7 @@ best, and the per-round ratios give its spread.
 
 Usage:
     nice -n 5 .venv/bin/python bench/train.py --steps 60 [--rows 300000] [--batch-size 2048] \\
-        [--threads 2] [--repeats 3]
+        [--threads 2] [--repeats 3] [--compile]
     # on a GPU machine (the issue's H200 figure: HM^3 at batch 4096, bf16):
     .venv/bin/python bench/train.py --device cuda --bf16 --batch-size 4096 --repeats 1
 """
@@ -204,6 +204,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
             return loss
 
     net.to(device)  # before the optimizers see the parameters
+    if args.compile:
+        _compile(name, net, device)
     if name.startswith("rechub-"):
         optimizers = [torch.optim.Adam(net.parameters(), lr=1e-3)]  # as its MTLTrainer does
     else:
@@ -322,6 +324,7 @@ def run_e2e(name: str, args: argparse.Namespace) -> dict:
             bf16=args.bf16,
             threads=args.threads,
             progress=False,
+            compile_towers=args.compile,
         )
         with tempfile.TemporaryDirectory() as tmp:
             result = train(args.table, tmp, cfg)
@@ -351,6 +354,8 @@ def _rechub_esmm_epoch(spec: FeatureSpec, loader: DataLoader, args: argparse.Nam
     item = [feats[n] for n in SPARSE if feats[n] not in user]
     params = {"dims": list(args.hidden), "dropout": 0.0, "activation": "relu"}
     net = ESMM(user, item, params, params)
+    if args.compile:
+        net.compile()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = MTLTrainer(
             net,
@@ -379,6 +384,8 @@ def _rechub_hm3_epoch(spec: FeatureSpec, loader: DataLoader, args: argparse.Name
     cats = spec.categorical
     net = rechub_hm3.build([f.size for f in cats], [f.name for f in cats], args.dim, args.hidden)
     net.to(device)
+    if args.compile:
+        net.compile()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=0.0)
     net.train()
     started = time.perf_counter()
@@ -432,6 +439,13 @@ def main() -> None:
         help="bf16 autocast for our models on a GPU (the peer stays fp32: its trainer has no "
         "autocast and its probability-space BCE is not autocast-safe). Ignored on CPU.",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile every model where it can be: ours its towers "
+        "(TrainConfig.compile_towers; TorchInductor cannot trace the sparse embedding table), "
+        "the peers whole. The end-to-end epoch includes the compilation.",
+    )
     parser.add_argument("--skip-e2e", action="store_true", help="Only the model-step table.")
     parser.add_argument(
         "--work-dir",
@@ -466,6 +480,7 @@ def main() -> None:
         for flag in ("rows", "batch_size", "dim", "steps", "threads", "device"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         cmd += ["--bf16"] if args.bf16 else []
+        cmd += ["--compile"] if args.compile else []
         cmd += ["--hidden", *map(str, args.hidden)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         return json.loads(out.strip().splitlines()[-1])
@@ -479,6 +494,7 @@ def main() -> None:
         return _summarize(runs), runs
 
     precision = " (bf16 autocast for ours)" if bf16 else ""
+    precision += ", torch.compile for all" if args.compile else ""
     setting = (
         f"batch {args.batch_size}, embedding {args.dim}, towers {'-'.join(map(str, args.hidden))}, "
         f"Adam lr 1e-3, {args.threads} thread(s), device {args.device}{precision}, "
@@ -526,6 +542,17 @@ def main() -> None:
         report["end_to_end"] = e2e
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
+
+
+def _compile(name: str, net: torch.nn.Module, device: torch.device) -> None:
+    """--compile in the model-step table: ours as its trainer compiles, the peers whole."""
+    if name.startswith("ours-"):
+        from model.train.trainer import compile_towers
+
+        if not compile_towers(net, device):
+            raise SystemExit("--compile: TorchInductor needs a C++ compiler on this machine")
+    else:
+        net.compile()
 
 
 def _peak_line(runs: dict[str, list[dict]]) -> str:

@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -113,6 +115,12 @@ class TrainConfig:
             batch uses are updated; much faster with large hash buckets). Dense on multi-GPU.
         threads: CPU threads for torch ops; 0 keeps torch's default. On a shared machine, 1 per
             process avoids OpenMP threads spinning against other jobs (8x faster measured).
+        compile_towers: Compile the fused towers with `torch.compile` (TorchInductor), which
+            fuses their element-wise work (ReLU and its gradient, bias) around the matmuls:
+            12-16% more HM^3 samples/s on this 2-core CPU (bench/train.py --compile). Each new
+            batch shape and the switch to evaluation compile again (seconds each, cached on
+            disk), so it pays off on long trainings, not on the demo's. On a CPU it needs a C++
+            compiler (`$CXX`, else g++); without one, training warns and runs eagerly.
     """
 
     model_kind: str = "hm3"
@@ -140,6 +148,7 @@ class TrainConfig:
     progress: bool = True
     threads: int = 0
     sparse_embeddings: bool = True
+    compile_towers: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -201,6 +210,8 @@ class TrainConfig:
             raise ValueError(f"embedding_l2 must be a number >= 0, got {self.embedding_l2!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not isinstance(self.compile_towers, bool):
+            raise ValueError(f"compile_towers must be true or false, got {self.compile_towers!r}")
         if not isinstance(self.threads, int) or self.threads < 0:
             raise ValueError(f"threads must be an integer >= 0, got {self.threads!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -658,7 +669,7 @@ def _build_net(cfg: TrainConfig, spec: FeatureSpec, ddp: Dist, device: torch.dev
     """The configured model on `device`, initialized from torch's global RNG."""
     # NCCL has no sparse all-reduce: multi-GPU DDP trains the table with dense gradients.
     sparse = cfg.sparse_embeddings and not (ddp.world > 1 and device.type == "cuda")
-    return build_model(
+    net = build_model(
         cfg.model_kind,
         spec,
         cfg.embedding_dim,
@@ -668,6 +679,29 @@ def _build_net(cfg: TrainConfig, spec: FeatureSpec, ddp: Dist, device: torch.dev
         sparse_embeddings=sparse,
         interaction=cfg.interaction,
     ).to(device)
+    if cfg.compile_towers:
+        compile_towers(net, device)
+    return net
+
+
+def compile_towers(net: GraphNet, device: torch.device) -> bool:
+    """Compile `net`'s towers in place with `torch.compile`; False (and a warning) if it can't.
+
+    Only the towers: TorchInductor cannot trace the embedding table's sparse gradients. In
+    place (`Module.compile`), so the state dict and the saved artifact keep their names.
+    """
+    if device.type == "cpu":
+        compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+        if shutil.which(compiler) is None:
+            log.warning(
+                "compile_towers: no C++ compiler %r for TorchInductor on CPU; "
+                "training the towers eagerly",
+                compiler,
+            )
+            return False
+    net.heads.compile()
+    log.info("compile_towers: towers compiled with torch.compile on %s", device)
+    return True
 
 
 def _train_epoch(
