@@ -755,7 +755,7 @@ def _feast_entity_frame(entities: pd.DataFrame, join_keys: Sequence[str]) -> pd.
 
 def _retrieve_batch(
     store: FeatureStore, frame: pd.DataFrame, refs: Sequence[str]
-) -> tuple[dict[str, pa.Array], np.ndarray]:
+) -> tuple[dict[str, pa.ChunkedArray], np.ndarray]:
     """Feast's point-in-time values of `refs` for `frame`'s rows, as Arrow, in Feast's row order.
 
     Returns:
