@@ -120,26 +120,32 @@ def bootstrap_auc(
     Returns:
         Name -> AUC per resample, shape (resamples,); NaN where a resample holds one class.
     """
-    y = check_labels(labels).astype(np.float64)
-    sorted_by: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+    y = check_labels(labels).astype(bool)
+    # Each row's tie group (groups numbered by ascending score), kept apart for positive and
+    # negative rows: a resample then sums its counts per group with one pass over the rows and
+    # no gather, and pos and neg come out exact (sums of integer counts in float64).
+    grouped: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
     for name, raw in scores.items():
         s = _scores(raw, y.size, name=name)
         order = np.argsort(s, kind="stable")
         s_sorted = s[order]
-        group = np.concatenate(([0], np.cumsum(s_sorted[1:] != s_sorted[:-1])))
-        sorted_by[name] = (order, group, int(group[-1]) + 1 if y.size else 0)
+        group = np.empty(y.size, dtype=np.intp)
+        group[order] = np.concatenate(([0], np.cumsum(s_sorted[1:] != s_sorted[:-1])))[: y.size]
+        groups = int(group.max()) + 1 if y.size else 0
+        grouped[name] = (group[y], group[~y], groups)
     rng = np.random.default_rng(seed)
     out = {name: np.full(resamples, np.nan) for name in scores}
     for r in range(resamples):
         counts = np.bincount(rng.integers(0, y.size, y.size), minlength=y.size).astype(np.float64)
-        positives = counts * y
-        for name, (order, group, groups) in sorted_by.items():
-            pos = np.bincount(group, positives[order], minlength=groups)
-            neg = np.bincount(group, counts[order], minlength=groups) - pos
-            n_pos, n_neg = pos.sum(), neg.sum()
-            if n_pos > 0 and n_neg > 0:
-                below = np.cumsum(neg) - neg  # negatives strictly below each tie group
-                out[name][r] = float(np.dot(pos, below + 0.5 * neg) / (n_pos * n_neg))
+        counts_pos, counts_neg = counts[y], counts[~y]
+        n_pos, n_neg = counts_pos.sum(), counts_neg.sum()
+        if not (n_pos > 0 and n_neg > 0):
+            continue
+        for name, (group_pos, group_neg, groups) in grouped.items():
+            pos = np.bincount(group_pos, counts_pos, minlength=groups)
+            neg = np.bincount(group_neg, counts_neg, minlength=groups)
+            below = np.cumsum(neg) - neg  # negatives strictly below each tie group
+            out[name][r] = float(np.dot(pos, below + 0.5 * neg) / (n_pos * n_neg))
     return out
 
 
