@@ -126,13 +126,8 @@ def bootstrap_auc(
     # no gather, and pos and neg come out exact (sums of integer counts in float64).
     grouped: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
     for name, raw in scores.items():
-        s = _scores(raw, y.size, name=name)
-        order = np.argsort(s, kind="stable")
-        s_sorted = s[order]
-        group = np.empty(y.size, dtype=np.intp)
-        group[order] = np.concatenate(([0], np.cumsum(s_sorted[1:] != s_sorted[:-1])))[: y.size]
-        groups = int(group.max()) + 1 if y.size else 0
-        grouped[name] = (group[y], group[~y], groups)
+        distinct, group = np.unique(_scores(raw, y.size, name=name), return_inverse=True)
+        grouped[name] = (group[y], group[~y], distinct.size)
     rng = np.random.default_rng(seed)
     out = {name: np.full(resamples, np.nan) for name in scores}
     for r in range(resamples):
