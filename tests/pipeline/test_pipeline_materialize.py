@@ -5,50 +5,37 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from feature_helpers import items_table, users_table
 from kfp_ir import parse_ir_strictly
 from typer.testing import CliRunner
 
-from model.data import features, schema
+from model.data import features
 from pipelines.cli import app
-
-USER = {
-    "age_bucket": 3,
-    "gender": 1,
-    "city_tier": 2,
-    "user_ctr_7d": 0.05,
-    "user_cvr_30d": 0.02,
-    "user_avg_spend": 40.0,
-    "user_active_days_30d": 10,
-}
-ITEM = {
-    "category_id": 4,
-    "brand_id": 7,
-    "price": 25.0,
-    "item_ctr_7d": 0.04,
-    "item_cvr_30d": 0.03,
-    "item_sales_30d": 5,
-}
 
 
 def _store_with_recent_snapshots(folder: Path, now: datetime) -> Path:
     """A store applied over snapshots of a day ago and of ten minutes ago; its yaml."""
     day_ago, just_now = now - timedelta(days=1), now - timedelta(minutes=10)
-    users = [
-        USER | {"user_id": 1, "event_timestamp": day_ago, "user_ctr_7d": 0.1},
-        USER | {"user_id": 1, "event_timestamp": just_now, "user_ctr_7d": 0.3},
-    ]
-    items = [
-        ITEM | {"item_id": 1, "event_timestamp": day_ago, "price": 10.0},
-        ITEM | {"item_id": 1, "event_timestamp": just_now, "price": 20.0},
-    ]
+    spend = {"user_avg_spend": 40.0}
+    users = users_table(
+        [
+            spend | {"user_id": 1, "event_timestamp": day_ago, "user_ctr_7d": 0.1},
+            spend | {"user_id": 1, "event_timestamp": just_now, "user_ctr_7d": 0.3},
+        ]
+    )
+    items = items_table(
+        [
+            {"item_id": 1, "event_timestamp": day_ago, "price": 10.0},
+            {"item_id": 1, "event_timestamp": just_now, "price": 20.0},
+        ]
+    )
     data = folder / "data"
     data.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(users, schema=schema.USERS), data / "users.parquet")
-    pq.write_table(pa.Table.from_pylist(items, schema=schema.ITEMS), data / "items.parquet")
+    pq.write_table(users, data / "users.parquet")
+    pq.write_table(items, data / "items.parquet")
     repo = features.write_repo_config(features.StoreConfig(repo_dir=str(folder / "feast")))
     features.apply(
         features.open_store(repo), str(data / "users.parquet"), str(data / "items.parquet")
